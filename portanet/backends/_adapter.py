@@ -1,0 +1,104 @@
+"""The contract every backend adapter fulfils: only what the array API standard lacks.
+
+An adapter knows how to import its library, list and parse its devices, make an on-device random
+generator, compute ``erf`` natively where the library has it, bring an array to the host as NumPy,
+and wait for queued device work (``synchronize``). Everything else is plain array API code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, ClassVar
+
+from .._typing import Array, Device, Namespace
+
+
+class Adapter:
+    """Base class of the backend adapters. Subclasses override what their library does natively."""
+
+    name: ClassVar[str]
+    module_name: ClassVar[str]  # what must be importable for the backend to exist
+    install_hint: ClassVar[str]
+    needs_gpu: ClassVar[bool] = False
+
+    # -- library -----------------------------------------------------------------------------
+    def is_installed(self) -> bool:
+        return importlib.util.find_spec(self.module_name) is not None
+
+    def library(self):
+        return importlib.import_module(self.module_name)
+
+    def version(self) -> str:
+        return getattr(self.library(), "__version__", "unknown")
+
+    def namespace(self) -> Namespace:
+        """The array API namespace (array_api_compat's wrapper where the library needs one)."""
+        raise NotImplementedError
+
+    # -- devices -----------------------------------------------------------------------------
+    def devices(self) -> list[Device]:
+        """Usable devices, default first. Empty means the backend is installed but cannot run."""
+        raise NotImplementedError
+
+    def default_device(self) -> Device:
+        return self.devices()[0]
+
+    def device_names(self) -> list[str]:
+        return [self.device_name(d) for d in self.devices()]
+
+    def device_name(self, device: Device) -> str:
+        return str(device)
+
+    def parse_device(self, spec: Any) -> Device:
+        """Turn a user's device spec (string, int, native object, None) into a native device."""
+        if spec is None:
+            return self.default_device()
+        for d in self.devices():
+            if spec == d or (isinstance(spec, str) and spec.lower() == self.device_name(d).lower()):
+                return d
+        raise self._bad_device(spec)
+
+    def _bad_device(self, spec: Any):
+        from ..errors import DeviceError
+
+        return DeviceError(
+            f"backend {self.name!r} has no device {spec!r}; its usable devices are "
+            f"{self.device_names()}. Pass one of those, or device=None for the default."
+        )
+
+    # -- what the standard lacks ---------------------------------------------------------------
+    def generator(self, seed: int, device: Device) -> Any:
+        """A native random generator living on ``device`` (state advances with each draw)."""
+        raise NotImplementedError
+
+    def uniform(self, gen: Any, shape: tuple[int, ...], dtype: Any, device: Device) -> Array:
+        """Draw U[0, 1) of ``shape`` and ``dtype`` on ``device`` from ``gen``."""
+        raise NotImplementedError
+
+    def normal(self, gen: Any, shape: tuple[int, ...], dtype: Any, device: Device) -> Array:
+        """Draw N(0, 1) of ``shape`` and ``dtype`` on ``device`` from ``gen``."""
+        raise NotImplementedError
+
+    def permutation(self, gen: Any, n: int, device: Device) -> Array:
+        """A random permutation of ``0..n-1`` as an int64 array on ``device``."""
+        raise NotImplementedError
+
+    erf_native: ClassVar[bool] = False
+
+    def erf(self, x: Array) -> Array:
+        """Native ``erf``; only called when ``erf_native`` is True."""
+        raise NotImplementedError
+
+    def synchronize(self, device: Device) -> None:
+        """Wait until all work queued on ``device`` has finished (no-op on the host)."""
+
+    def to_numpy(self, x: Array):
+        """A NumPy copy (or view, on the host) of ``x``."""
+        import numpy as np
+
+        return np.asarray(x)
+
+    def from_numpy(self, a, device: Device) -> Array:
+        """``a`` (a NumPy array) onto ``device``, keeping its dtype."""
+        return self.namespace().asarray(a, device=device)

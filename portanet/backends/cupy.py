@@ -1,0 +1,78 @@
+"""CuPy: NumPy-compatible arrays on CUDA GPUs, devices ``cuda:N``.
+
+Needs a CUDA build of CuPy (``pip install "portanet[cuda]"``) and a usable NVIDIA GPU.
+"""
+
+from __future__ import annotations
+
+from ._adapter import Adapter
+
+
+class CupyAdapter(Adapter):
+    name = "cupy"
+    module_name = "cupy"
+    install_hint = 'pip install "portanet[cuda]"  (cupy-cuda12x; cupy-cuda11x on CUDA 11)'
+    needs_gpu = True
+    erf_native = True
+
+    def namespace(self):
+        import array_api_compat.cupy as xp
+
+        return xp
+
+    def devices(self):
+        try:
+            cp = self.library()
+            count = cp.cuda.runtime.getDeviceCount()
+        except Exception:  # no driver, no device, broken install: all mean "not usable"
+            return []
+        return [cp.cuda.Device(i) for i in range(count)]
+
+    def device_name(self, device):
+        return f"cuda:{device.id}"
+
+    def parse_device(self, spec):
+        if isinstance(spec, str):
+            head, _, idx = spec.lower().partition(":")
+            if head in ("cuda", "gpu"):
+                spec = int(idx or 0)
+        if isinstance(spec, int):
+            for d in self.devices():
+                if d.id == spec:
+                    return d
+            raise self._bad_device(spec)
+        return super().parse_device(spec)
+
+    def generator(self, seed, device):
+        cp = self.library()
+        with device:
+            return cp.random.default_rng(seed)
+
+    def uniform(self, gen, shape, dtype, device):
+        with device:
+            return gen.random(shape, dtype=dtype)
+
+    def normal(self, gen, shape, dtype, device):
+        with device:
+            return gen.standard_normal(shape, dtype=dtype)
+
+    def permutation(self, gen, n, device):
+        cp = self.library()
+        with device:
+            return gen.permutation(n).astype(cp.int64, copy=False)
+
+    def erf(self, x):
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special.erf(x)
+
+    def synchronize(self, device):
+        device.synchronize()
+
+    def to_numpy(self, x):
+        return x.get()
+
+    def from_numpy(self, a, device):
+        cp = self.library()
+        with device:
+            return cp.asarray(a)

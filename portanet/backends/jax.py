@@ -1,0 +1,103 @@
+"""JAX arrays (immutable): devices ``cpu:N`` and, with a CUDA jaxlib, ``cuda:N``.
+
+portanet turns on ``jax_enable_x64`` when this backend is first used: without it JAX silently
+turns every float64 array into float32, which would break portanet's "dtype is kept" rule and
+the float64 gradient checks. JAX's generator is functional (a key); the adapter keeps the key in
+a small box and splits it on each draw, on the device, with no host round trip.
+"""
+
+from __future__ import annotations
+
+from ._adapter import Adapter
+
+
+class _KeyBox:
+    """Mutable holder of a JAX PRNG key, so draws advance like a stateful generator."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def next(self):
+        import jax
+
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+
+class JaxAdapter(Adapter):
+    name = "jax"
+    module_name = "jax"
+    install_hint = "pip install jax  (CPU); see JAX's docs for CUDA builds"
+    erf_native = True
+
+    def library(self):
+        jax = super().library()
+        if not jax.config.read("jax_enable_x64"):
+            jax.config.update("jax_enable_x64", True)
+        return jax
+
+    def version(self):
+        return self.library().__version__
+
+    def namespace(self):
+        self.library()
+        import jax.numpy as jnp
+
+        return jnp
+
+    def devices(self):
+        jax = self.library()
+        found = []
+        for platform in ("cpu", "cuda", "gpu"):
+            try:
+                found += [d for d in jax.devices(platform) if d not in found]
+            except RuntimeError:  # platform not present in this jaxlib
+                pass
+        return found
+
+    def device_name(self, device):
+        return f"{device.platform}:{device.id}"
+
+    def parse_device(self, spec):
+        if isinstance(spec, str) and ":" not in spec:
+            spec = f"{spec}:0"
+        if isinstance(spec, str) and spec.startswith("gpu:"):
+            spec = "cuda:" + spec[4:]
+        return super().parse_device(spec)
+
+    def generator(self, seed, device):
+        jax = self.library()
+        return _KeyBox(jax.device_put(jax.random.key(seed), device))
+
+    def uniform(self, gen, shape, dtype, device):
+        jax = self.library()
+        return jax.device_put(jax.random.uniform(gen.next(), shape, dtype=dtype), device)
+
+    def normal(self, gen, shape, dtype, device):
+        jax = self.library()
+        return jax.device_put(jax.random.normal(gen.next(), shape, dtype=dtype), device)
+
+    def permutation(self, gen, n, device):
+        jax = self.library()
+        import jax.numpy as jnp
+
+        return jax.device_put(jax.random.permutation(gen.next(), jnp.arange(n, dtype=jnp.int64)),
+                              device)
+
+    def erf(self, x):
+        import jax.scipy.special
+
+        return jax.scipy.special.erf(x)
+
+    def synchronize(self, device):
+        # JAX dispatches asynchronously; block on a tiny array placed on the device.
+        jax = self.library()
+        jax.device_put(0.0, device).block_until_ready()
+
+    def to_numpy(self, x):
+        import numpy as np
+
+        return np.asarray(x)
+
+    def from_numpy(self, a, device):
+        return self.library().device_put(a, device)

@@ -1,0 +1,55 @@
+"""NumPy: the reference backend, always installed, one device (the host CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._adapter import Adapter
+
+
+class NumpyAdapter(Adapter):
+    name = "numpy"
+    module_name = "numpy"
+    install_hint = "pip install numpy"
+
+    def namespace(self):
+        # NumPy >= 2 implements the standard in its main namespace; array_api_compat wraps 1.x.
+        import array_api_compat.numpy as compat_np
+
+        return np if np.__version__ >= "2" else compat_np
+
+    def devices(self):
+        return ["cpu"]
+
+    def generator(self, seed, device):
+        return np.random.Generator(np.random.PCG64(seed))
+
+    def uniform(self, gen, shape, dtype, device):
+        return gen.random(shape, dtype=dtype) if dtype in (np.float32, np.float64) else \
+            gen.random(shape).astype(dtype)
+
+    def normal(self, gen, shape, dtype, device):
+        return gen.standard_normal(shape, dtype=dtype)
+
+    def permutation(self, gen, n, device):
+        return gen.permutation(n).astype(np.int64, copy=False)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def from_numpy(self, a, device):
+        return a
+
+
+def host_generator(seed: int, stream: tuple[int, ...] = ()) -> np.random.Generator:
+    """A host generator for ``seed`` and sub-stream ``stream`` (e.g. the layer index).
+
+    ``SeedSequence(seed, spawn_key=stream)`` gives statistically independent streams that do not
+    depend on how many numbers other streams drew, so adding a layer never changes another's init.
+    """
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=stream)))
+
+
+def fresh_seed() -> int:
+    """A seed from the operating system's entropy, for ``seed=None``."""
+    return int(np.random.SeedSequence().entropy % (2**63))

@@ -1,0 +1,88 @@
+"""PyTorch tensors as arrays: devices ``cpu`` and ``cuda:N``.
+
+Uses ``array_api_compat.torch`` as the namespace (torch's own functions differ from the standard
+in names and promotion rules), and torch's native generator and ``erf``.
+"""
+
+from __future__ import annotations
+
+from ._adapter import Adapter
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    module_name = "torch"
+    install_hint = (
+        "pip install torch  (CPU-only build: pip install torch "
+        "--index-url https://download.pytorch.org/whl/cpu)"
+    )
+    erf_native = True
+
+    def namespace(self):
+        import array_api_compat.torch as xp
+
+        return xp
+
+    def devices(self):
+        torch = self.library()
+        found = [torch.device("cpu")]
+        if torch.cuda.is_available():
+            found += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return found
+
+    def device_name(self, device):
+        return str(device)
+
+    def parse_device(self, spec):
+        torch = self.library()
+        if spec is None:
+            return self.default_device()
+        if isinstance(spec, int):
+            spec = f"cuda:{spec}"
+        try:
+            dev = torch.device(spec)
+        except (RuntimeError, TypeError):
+            raise self._bad_device(spec) from None
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available()
+                               else 0)
+        if dev not in self.devices():
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                from ..errors import BackendError
+
+                raise BackendError(
+                    f"device {str(spec)!r} asks for CUDA, but this torch ({torch.__version__}) "
+                    "sees no usable CUDA device. Install a CUDA build of torch on a machine with "
+                    "an NVIDIA GPU, or fall back to device='cpu'."
+                )
+            raise self._bad_device(spec)
+        return dev
+
+    def generator(self, seed, device):
+        torch = self.library()
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def uniform(self, gen, shape, dtype, device):
+        return self.library().rand(shape, generator=gen, dtype=dtype, device=device)
+
+    def normal(self, gen, shape, dtype, device):
+        return self.library().randn(shape, generator=gen, dtype=dtype, device=device)
+
+    def permutation(self, gen, n, device):
+        torch = self.library()
+        return torch.randperm(n, generator=gen, device=device, dtype=torch.int64)
+
+    def erf(self, x):
+        return self.library().special.erf(x)
+
+    def synchronize(self, device):
+        torch = self.library()
+        if getattr(device, "type", "cpu") == "cuda":
+            torch.cuda.synchronize(device)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def from_numpy(self, a, device):
+        torch = self.library()
+        return torch.from_numpy(a).to(device) if device.type != "cpu" else torch.from_numpy(a)
