@@ -2,8 +2,7 @@
 
 from . import ops, random
 from .backend import Backend, available_backends, get_backend, set_backend, use_backend
-from .devices import asarray, device_of, namespace_of, to_backend, to_numpy
-from .devices import synchronize
+from .devices import asarray, device_of, namespace_of, synchronize, to_backend, to_numpy
 from .errors import BackendError, DeviceError, MixedArraysError
 
 __version__ = "0.1.0"

@@ -35,7 +35,8 @@ def resolve_dtype(xp: Namespace, dtype: Any):
     return getattr(xp, name)
 
 
-def asarray(obj: Any, dtype: Any = None, device: Any = None, *, backend: str | None = None) -> Array:
+def asarray(obj: Any, dtype: Any = None, device: Any = None, *,
+            backend: str | None = None) -> Array:
     """Convert ``obj`` (nested lists, NumPy or any backend's array) onto the active backend.
 
     Args:

@@ -19,8 +19,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can `from helpers import ...`
 
-import portanet as pn  # noqa: E402
-from portanet.backends import ADAPTERS  # noqa: E402
+import portanet as pn
+from portanet.backends import ADAPTERS
 
 
 def _installed(module: str) -> bool:

@@ -8,6 +8,8 @@ a small box and splits it on each draw, on the device, with no host round trip.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._adapter import Adapter
 
 
@@ -49,10 +51,8 @@ class JaxAdapter(Adapter):
         jax = self.library()
         found = []
         for platform in ("cpu", "cuda", "gpu"):
-            try:
+            with contextlib.suppress(RuntimeError):  # platform not present in this jaxlib
                 found += [d for d in jax.devices(platform) if d not in found]
-            except RuntimeError:  # platform not present in this jaxlib
-                pass
         return found
 
     def device_name(self, device):

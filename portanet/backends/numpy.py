@@ -13,10 +13,11 @@ class NumpyAdapter(Adapter):
     install_hint = "pip install numpy"
 
     def namespace(self):
-        # NumPy >= 2 implements the standard in its main namespace; array_api_compat wraps 1.x.
+        # The same namespace array_namespace(x) gives for a NumPy array, so that code holding a
+        # Backend and code holding only data see one xp (it fills NumPy 1.x/2.x gaps).
         import array_api_compat.numpy as compat_np
 
-        return np if np.__version__ >= "2" else compat_np
+        return compat_np
 
     def devices(self):
         return ["cpu"]
