@@ -41,11 +41,23 @@ def tests_gpu(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks with PyTorch in the same run as the baseline; JSON lands in .benchmarks/."""
+    """Benchmarks, one backend per process (thread pools must not fight), then the ratio table.
+
+    pytest-benchmark JSON lands in .benchmarks/; ``portanet bench`` prints the comparison with
+    the PyTorch baseline and the matmul floor and saves bench-mlp.json / bench-cnn.json.
+    """
     session.install("-e", ".[test,jax]", TORCH_CPU)
-    session.run("python", "-m", "pytest", "benchmarks", "--benchmark-enable",
-                "--benchmark-autosave", "--benchmark-columns=min,median,iqr,ops,rounds",
-                *session.posargs)
+    probe = "import portanet as pn; print(','.join(pn.available_backends()))"
+    backends = session.run("python", "-c", probe, silent=True).strip().split(",")
+    for name in backends:
+        session.run("python", "-m", "pytest", "benchmarks", "--benchmark-enable",
+                    f"--benchmark-json=.benchmarks/{name}.json",
+                    "--benchmark-columns=min,median,iqr,ops,rounds", *session.posargs,
+                    env={"PORTANET_BENCH_BACKEND": name})
+    session.run("portanet", "bench", "--model", "mlp", "--batch-sizes", "128,1024",
+                "--json", "bench-mlp.json")
+    session.run("portanet", "bench", "--model", "cnn", "--batch-sizes", "128",
+                "--json", "bench-cnn.json")
 
 
 @nox.session

@@ -6,7 +6,7 @@ import argparse
 import platform
 import sys
 
-from . import __version__
+from . import __version__, bench, parity
 from .backend import BACKEND_NAMES, get_backend
 from .backends import ADAPTERS
 
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="backends, devices and versions on this machine")
     info.set_defaults(run=cmd_info)
+    bench.add_command(commands)
+    parity.add_command(commands)
     return parser
 
 

@@ -1,0 +1,518 @@
+"""Fair device benchmarks: one training step of the same model on each backend and device.
+
+What makes a comparison fair here (and where comparisons elsewhere go wrong):
+
+* **Each backend in its own process.** NumPy's OpenBLAS threads and torch's OpenMP threads spin
+  and fight for the cores when both run in one process; every figure then goes wrong. The driver
+  (:func:`run`) starts one worker process per backend/device (``python -m portanet.bench``).
+* **Thread counts fixed and stated**: BLAS (threadpoolctl) and torch intra-op threads are set to
+  the same number in every worker, and the JSON records it.
+* **Warm-up, then synchronize inside the timed region** (``Backend.synchronize``: CUDA stream
+  sync for CuPy/torch, ``block_until_ready`` for JAX), so asynchronous GPUs are not flattered.
+* **TF32 off** on CUDA unless asked (``allow_tf32=True``): float32 means float32.
+* **Baselines in the same run**: the equivalent hand-built PyTorch model (eager + autograd +
+  ``torch.optim.SGD``) on the same device, and the *floor*: the time of the step's matmuls alone on
+  that backend, the work no implementation can skip.
+
+Example:
+    $ portanet bench --model mlp --backends numpy,torch --batch-sizes 128,1024
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+MODELS = ("mlp", "cnn")
+MLP_SIZES = (784, 512, 512, 10)
+
+
+# -- the models, in portanet and in PyTorch ----------------------------------------------------
+def build_portanet(model: str, dtype: str, seed: int = 0, learning_rate: float = 0.01):
+    """The benchmark model on the active backend: ``"mlp"``, ``"cnn"`` or a saved model's path."""
+    import portanet as pn
+    from portanet import layers as L
+
+    if model == "mlp":
+        a, h1, h2, k = MLP_SIZES
+        stack = [L.Dense(a, h1, activation="relu"), L.Dense(h1, h2, activation="relu"),
+                 L.Dense(h2, k)]
+    elif model == "cnn":  # LeNet-5 sized, on 1x28x28
+        stack = [L.Conv2D(1, 6, 5, padding=2, activation="relu"), L.MaxPool2D(2),
+                 L.Conv2D(6, 16, 5, activation="relu"), L.MaxPool2D(2), L.Flatten(),
+                 L.Dense(16 * 5 * 5, 120, activation="relu"), L.Dense(120, 84, activation="relu"),
+                 L.Dense(84, 10)]
+    else:
+        loaded = pn.load(model)
+        if loaded.optimizer is None:
+            loaded.compile(optimizer=pn.optimizers.SGD(learning_rate))
+        if loaded.loss is None:
+            loaded.compile(loss=pn.losses.SoftmaxCrossEntropy())
+        return loaded
+    return pn.Sequential(stack, loss=pn.losses.SoftmaxCrossEntropy(),
+                         optimizer=pn.optimizers.SGD(learning_rate), seed=seed, dtype=dtype)
+
+
+def build_torch(model: str, dtype: str, device: str, learning_rate: float = 0.01):
+    """The same architecture by hand in PyTorch: nn modules, autograd, torch.optim.SGD."""
+    import torch
+    from torch import nn
+
+    if model == "mlp":
+        a, h1, h2, k = MLP_SIZES
+        net = nn.Sequential(nn.Linear(a, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(),
+                            nn.Linear(h2, k))
+    elif model == "cnn":
+        net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                            nn.Linear(84, 10))
+    else:
+        raise ValueError(f"no PyTorch baseline for model {model!r}; baselines exist for {MODELS}.")
+    net = net.to(device=device, dtype=getattr(torch, dtype))
+    opt = torch.optim.SGD(net.parameters(), lr=learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step.module = net  # for inspection (parameter counts in the tests)
+    return step
+
+
+def input_shape(model: str) -> tuple[int, ...]:
+    return (MLP_SIZES[0],) if model == "mlp" else (1, 28, 28)
+
+
+def floor_shapes(model: str, batch: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every matmul a training step must do: forward, dW and dX (not for layer 1).
+
+    Convolutions count as their GEMM equivalent (im2col sizes): (B*Ho*Wo, Cin*kh*kw) x
+    (Cin*kh*kw, Cout), whatever way an implementation reaches it.
+    """
+    if model == "mlp":
+        dims = [(batch, MLP_SIZES[i], MLP_SIZES[i + 1]) for i in range(3)]
+    elif model == "cnn":
+        dims = [(batch * 28 * 28, 1 * 25, 6), (batch * 10 * 10, 6 * 25, 16),
+                (batch, 400, 120), (batch, 120, 84), (batch, 84, 10)]
+    else:
+        return []
+    shapes = []
+    for i, (m, k, n) in enumerate(dims):
+        shapes.append((m, k, n))            # forward: X @ W
+        shapes.append((k, m, n))            # dW = X^T @ dY
+        if i > 0:
+            shapes.append((m, n, k))        # dX = dY @ W^T
+    return shapes
+
+
+# -- timing --------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.seconds) < 4:
+            return 0.0
+        q = statistics.quantiles(self.seconds, n=4)
+        return q[2] - q[0]
+
+
+def time_calls(fn, sync, warmup: int = 3, min_rounds: int = 7, min_time: float = 0.5,
+               max_rounds: int = 200) -> Timing:
+    """Call ``fn`` ``warmup`` times, then time each call (``sync`` inside the timed region)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    timing = Timing()
+    start = time.perf_counter()
+    while len(timing.seconds) < max_rounds and (
+            len(timing.seconds) < min_rounds or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        timing.seconds.append(time.perf_counter() - t0)
+    return timing
+
+
+def set_threads(threads: int) -> dict[str, Any]:
+    """Pin BLAS and torch intra-op threads to ``threads``; returns what was set."""
+    info: dict[str, Any] = {"threads": threads}
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+        info["blas"] = "threadpoolctl"
+    except ImportError:
+        info["blas"] = "unpinned (install threadpoolctl)"
+    if "torch" in sys.modules:  # only where torch is already in use: never load it just for this
+        import torch
+
+        torch.set_num_threads(threads)
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# -- one worker: one backend/device, all dtypes and batch sizes ----------------------------------
+@dataclass
+class Row:
+    """One measured configuration; ``None`` where a figure was not measurable."""
+
+    model: str
+    backend: str
+    device: str
+    dtype: str
+    batch: int
+    median_s: float
+    iqr_s: float
+    samples_per_s: float
+    floor_s: float | None
+    torch_s: float | None
+    peak_bytes: int | None
+    rounds: int
+
+
+def _peak_memory(backend, step) -> int | None:
+    """Peak bytes of one step: CUDA allocator peaks, or tracemalloc for host NumPy memory."""
+    name = backend.name
+    if name in ("numpy", "array_api_strict"):
+        import tracemalloc
+
+        tracemalloc.start()
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+    if name == "torch" and getattr(backend.device, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(backend.device)
+        step()
+        backend.synchronize()
+        return int(torch.cuda.max_memory_allocated(backend.device))
+    if name == "cupy":
+        import cupy
+
+        pool = cupy.get_default_memory_pool()
+        before = pool.total_bytes()
+        step()
+        backend.synchronize()
+        return int(max(pool.total_bytes() - before, pool.used_bytes()))
+    return None
+
+
+def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batches: list[int],
+            floor: bool = True, min_time: float = 0.5, allow_tf32: bool = False) -> list[Row]:
+    """Time ``model``'s training step on one backend/device (runs in the calling process).
+
+    The PyTorch baseline is measured by :func:`measure_torch` in a process of its own.
+    """
+    import portanet as pn
+
+    backend = pn.set_backend(backend_name, device)
+    xp = backend.xp
+    if backend.name == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+    rows = []
+    for dtype in dtypes:
+        net = build_portanet(model, dtype)
+        shape = (input_shape(model) if model in MODELS
+                 else tuple(_first_input_features(net)))
+        for batch in batches:
+            rng = np.random.default_rng(batch)
+            x_host = rng.standard_normal((batch, *shape)).astype(dtype)
+            y_host = rng.integers(0, 10, size=batch).astype(np.int64)
+            x = pn.asarray(x_host)
+            y = pn.asarray(y_host)
+            t = time_calls(lambda net=net, x=x, y=y: net.train_step(x, y), backend.synchronize,
+                           min_time=min_time)
+            floor_s = _floor(xp, backend, model, batch, dtype, min_time) if floor else None
+            peak = _peak_memory(backend, lambda net=net, x=x, y=y: net.train_step(x, y))
+            rows.append(Row(model, backend.name, backend.device_name, dtype, batch, t.median,
+                            t.iqr, batch / t.median, floor_s, None, peak, len(t.seconds)))
+    return rows
+
+
+def _first_input_features(net) -> tuple[int, ...]:
+    first = net.layers[0]
+    if hasattr(first, "in_features"):
+        return (first.in_features,)
+    raise ValueError("a saved model to benchmark must start with a Dense layer (its input size "
+                     "is then known); received " + type(first).__name__)
+
+
+def _floor(xp, backend, model, batch, dtype, min_time) -> float | None:
+    shapes = floor_shapes(model, batch)
+    if not shapes:
+        return None
+    rng = np.random.default_rng(0)
+    pairs = [(backend.adapter.from_numpy(rng.standard_normal((m, k)).astype(dtype),
+                                         backend.device),
+              backend.adapter.from_numpy(rng.standard_normal((k, n)).astype(dtype),
+                                         backend.device)) for m, k, n in shapes]
+
+    def matmuls():
+        for a, b in pairs:
+            xp.matmul(a, b)
+
+    return time_calls(matmuls, backend.synchronize, min_time=min_time).median
+
+
+def baseline_device(backend_name: str, device_name: str) -> str:
+    """The torch device a target is compared with: its own GPU, or the CPU for host backends."""
+    if backend_name == "cupy":
+        return device_name  # "cuda:N"
+    if backend_name == "torch" or device_name.startswith("cuda"):
+        return device_name
+    return "cpu"
+
+
+def measure_torch(model: str, device: str, dtypes: list[str], batches: list[int],
+                  min_time: float = 0.5, allow_tf32: bool = False) -> list[dict[str, Any]]:
+    """Time the hand-built PyTorch step (eager + autograd + torch.optim) on ``device``."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (
+        lambda: None)
+    out = []
+    for dtype in dtypes:
+        for batch in batches:
+            step = build_torch(model, dtype, device)
+            rng = np.random.default_rng(batch)
+            x = torch.from_numpy(rng.standard_normal((batch, *input_shape(model)))
+                                 .astype(dtype)).to(device)
+            y = torch.from_numpy(rng.integers(0, 10, size=batch).astype(np.int64)).to(device)
+            t = time_calls(lambda step=step, x=x, y=y: step(x, y), sync, min_time=min_time)
+            out.append({"device": device, "dtype": dtype, "batch": batch, "median_s": t.median})
+    return out
+
+
+# -- the driver: one process per backend/device ------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    import portanet as pn
+
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "portanet": pn.__version__,
+            "numpy": np.__version__,
+            "torch": _version_of("torch"), "jax": _version_of("jax"),
+            "cupy": _version_of("cupy")}
+
+
+def _version_of(module: str) -> str | None:
+    if not _importable(module):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def parse_targets(spec: str) -> list[tuple[str, str | None]]:
+    """``"numpy,torch:cuda:0,array_api_strict:device1"`` -> [(name, device or None), ...]."""
+    targets = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, device = item.partition(":")
+        targets.append((name, device or None))
+    if not targets:
+        raise ValueError(f"no backends in {spec!r}; expected e.g. 'numpy,torch:cpu'.")
+    return targets
+
+
+def run(model: str, targets: list[tuple[str, str | None]], dtypes: list[str], batches: list[int],
+        threads: int | None = None, min_time: float = 0.5, baseline: bool = True,
+        allow_tf32: bool = False) -> dict[str, Any]:
+    """Measure every target in its own process; returns the JSON-able report."""
+    import portanet as pn
+
+    for name, device in targets:
+        pn.backend.make_backend(name, device)  # fail fast, in the parent, with the clear error
+    threads = threads or os.cpu_count() or 1
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    common = {"model": model, "dtypes": dtypes, "batches": batches, "threads": threads,
+              "min_time": min_time, "allow_tf32": allow_tf32}
+    rows: list[dict[str, Any]] = []
+    for name, device in targets:
+        rows += _spawn(dict(common, kind="portanet", backend=name, device=device), env)
+    if baseline and model in MODELS and _importable("torch"):
+        baselines = []
+        for device in sorted({baseline_device(r["backend"], r["device"]) for r in rows}):
+            baselines += _spawn(dict(common, kind="torch", device=device), env)
+        times = {(b["device"], b["dtype"], b["batch"]): b["median_s"] for b in baselines}
+        for r in rows:
+            r["torch_s"] = times.get((baseline_device(r["backend"], r["device"]), r["dtype"],
+                                      r["batch"]))
+    return {"machine": machine_info(), "threads": threads, "allow_tf32": allow_tf32,
+            "model": model, "rows": rows}
+
+
+def _spawn(job: dict[str, Any], env: dict[str, str]) -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "portanet.bench", json.dumps(job)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {job['kind']} {job.get('backend', '')}:"
+                           f"{job['device']} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(report: dict[str, Any]) -> str:
+    """The comparison table: time, spread, throughput and the three ratios."""
+    rows = report["rows"]
+    fastest: dict[tuple, float] = {}
+    for r in rows:
+        key = (r["dtype"], r["batch"])
+        fastest[key] = min(fastest.get(key, math.inf), r["median_s"])
+    head = ("backend", "device", "dtype", "batch", "step ms", "iqr ms", "samples/s",
+            "x fastest", "x torch", "x floor", "peak MB")
+    lines = [head]
+    for r in rows:
+        def ratio(other, r=r):
+            return f"{r['median_s'] / other:.2f}" if other else "-"
+
+        lines.append((r["backend"], r["device"], r["dtype"], str(r["batch"]),
+                      f"{r['median_s'] * 1e3:.2f}", f"{r['iqr_s'] * 1e3:.2f}",
+                      f"{r['samples_per_s']:.0f}", ratio(fastest[(r['dtype'], r['batch'])]),
+                      ratio(r["torch_s"]), ratio(r["floor_s"]),
+                      f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] else "-"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    text = ["  ".join(str(c).rjust(w) for c, w in zip(line, widths, strict=True))
+            for line in lines]
+    m = report["machine"]
+    text.append(f"model={report['model']}  threads={report['threads']}  "
+                f"tf32={'on' if report['allow_tf32'] else 'off'}  cpus={m['cpus']}  "
+                f"torch={m['torch']}  numpy={m['numpy']}")
+    text.append("x torch: step time / PyTorch eager+autograd step time (same device); "
+                "x floor: step time / time of the step's matmuls alone on that backend.")
+    return "\n".join(text)
+
+
+def plot(report: dict[str, Any], path: str) -> str:
+    """Throughput vs batch size, one line per backend/device/dtype (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'portanet[plot]'") from None
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in report["rows"]:
+        series.setdefault(f"{r['backend']} {r['device']} {r['dtype']}", []).append(
+            (r["batch"], r["samples_per_s"]))
+    for label, points in sorted(series.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("samples / s (training)")
+    ax.set_title(f"portanet {report['model']} training throughput")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _worker(job: dict[str, Any]) -> None:
+    if job["kind"] == "torch" or job.get("backend") == "torch":
+        import torch  # noqa: F401  (loaded first so set_threads pins its intra-op pool too)
+    info = set_threads(job["threads"])
+    if job["kind"] == "torch":
+        out = measure_torch(job["model"], job["device"], job["dtypes"], job["batches"],
+                            job["min_time"], job["allow_tf32"])
+    else:
+        rows = measure(job["model"], job["backend"], job["device"], job["dtypes"],
+                       job["batches"], min_time=job["min_time"], allow_tf32=job["allow_tf32"])
+        out = [dict(asdict(r), thread_setup=info) for r in rows]
+    print(json.dumps(out))
+
+
+# -- the `portanet bench` command ----------------------------------------------------------------
+def add_command(commands) -> None:
+    """Register ``portanet bench`` on the CLI's sub-command parser."""
+    p = commands.add_parser("bench", help="time a training step across backends and devices")
+    p.add_argument("--model", default="mlp",
+                   help="mlp (784-512-512-10), cnn (LeNet-5 sized) or a saved model's path")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backend[:device] list (default: every available one, "
+                        "on its default device)")
+    p.add_argument("--dtypes", default="float32", help="comma-separated, e.g. float32,float64")
+    p.add_argument("--batch-sizes", default="128,1024", help="comma-separated ints")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS/torch threads in every worker (default: all cores)")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed steps, at least")
+    p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
+    p.add_argument("--allow-tf32", action="store_true", help="let CUDA matmuls use TF32")
+    p.add_argument("--json", default="portanet-bench.json", help="where to save the report")
+    p.add_argument("--plot", default=None, help="save throughput vs batch size to this PNG")
+    p.set_defaults(run=main)
+
+
+def main(args) -> int:
+    import portanet as pn
+
+    if args.backends:
+        targets = parse_targets(args.backends)
+    else:
+        targets = [(name, None) for name in pn.available_backends()]
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise SystemExit(f"--batch-sizes must be comma-separated ints, received "
+                         f"{args.batch_sizes!r}") from None
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    bad = [d for d in dtypes if d not in ("float32", "float64")]
+    if bad or not batches or min(batches) < 1:
+        raise SystemExit(f"--dtypes takes float32/float64 and --batch-sizes positive ints; "
+                         f"received {args.dtypes!r}, {args.batch_sizes!r}")
+    report = run(args.model, targets, dtypes, batches, args.threads, args.min_time,
+                 not args.no_baseline, args.allow_tf32)
+    print(table(report))
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"saved {args.json}")
+    if args.plot:
+        print(f"saved {plot(report, args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    _worker(json.loads(sys.argv[1]))

@@ -1,0 +1,79 @@
+"""bench.py and `portanet bench`: the step, floor and baseline machinery (not speed targets:
+those are checked by the benchmarks, never by timed unit tests)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from portanet import bench
+from portanet.cli import build_parser
+
+
+def test_floor_counts_every_matmul_of_an_mlp_step():
+    """3 forward matmuls, 3 weight gradients, 2 input gradients (none for the input layer)."""
+    shapes = bench.floor_shapes("mlp", 128)
+    assert len(shapes) == 8
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    per_layer = [784 * 512, 512 * 512, 512 * 10]
+    assert flops == 2 * 128 * (3 * sum(per_layer) - per_layer[0])
+
+
+def test_time_calls_synchronizes_every_round():
+    calls = []
+    timing = bench.time_calls(lambda: calls.append("f"), lambda: calls.append("s"),
+                              warmup=2, min_rounds=5, min_time=0.0)
+    assert len(timing.seconds) == 5 and all(t >= 0 for t in timing.seconds)
+    assert calls[:3] == ["f", "f", "s"] and calls[3:] == ["f", "s"] * 5
+    assert timing.median >= 0 and timing.iqr >= 0
+
+
+def test_parse_targets():
+    assert bench.parse_targets("numpy, torch:cuda:1,array_api_strict:device1") == [
+        ("numpy", None), ("torch", "cuda:1"), ("array_api_strict", "device1")]
+    with pytest.raises(ValueError, match="no backends"):
+        bench.parse_targets(" , ")
+
+
+def test_build_portanet_matches_the_torch_baseline_architecture(backend):
+    """Same parameter count as the hand-built PyTorch model, and a (batch, 10) output."""
+    pytest.importorskip("torch")
+    for model in ("mlp", "cnn"):
+        net = bench.build_portanet(model, "float64")
+        torch_net = bench.build_torch(model, "float64", "cpu").module
+        assert net.num_parameters == sum(p.numel() for p in torch_net.parameters())
+        x = np.random.default_rng(0).standard_normal((2, *bench.input_shape(model)))
+        assert net.predict(backend.asarray(x, "float64")).shape == (2, 10)
+
+
+def test_run_measures_in_a_worker_process(tmp_path):
+    report = bench.run("mlp", [("numpy", None)], ["float32"], [8], threads=1, min_time=0.0,
+                       baseline=False)
+    (row,) = report["rows"]
+    assert row["backend"] == "numpy" and row["batch"] == 8 and row["median_s"] > 0
+    assert row["floor_s"] > 0 and row["torch_s"] is None and row["rounds"] >= 7
+    assert row["thread_setup"]["threads"] == 1
+    text = bench.table(report)
+    assert "x floor" in text and "threads=1" in text and "tf32=off" in text
+    json.dumps(report)  # JSON-able
+
+
+def test_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = build_parser().parse_args(["bench", "--backends", "numpy", "--batch-sizes", "4",
+                                      "--min-time", "0", "--no-baseline", "--threads", "1",
+                                      "--json", str(out)])
+    assert args.run(args) == 0
+    assert json.loads(out.read_text())["rows"][0]["batch"] == 4
+    assert "saved" in capsys.readouterr().out
+
+
+def test_bench_command_rejects_bad_arguments():
+    args = build_parser().parse_args(["bench", "--backends", "numpy", "--batch-sizes", "x"])
+    with pytest.raises(SystemExit, match="--batch-sizes must be comma-separated ints"):
+        args.run(args)
+    args = build_parser().parse_args(["bench", "--backends", "tensorflow"])
+    with pytest.raises(Exception, match="unknown backend 'tensorflow'"):
+        args.run(args)
