@@ -1,0 +1,503 @@
+"""Initial values for parameters, drawn on the host so every backend starts from the same numbers.
+
+An initializer is a small object: calling it with a shape and a host random generator returns a
+float64 NumPy array of that shape. Layers cast it to the model's dtype on the host and move it
+to the active backend (``Layer.build``), so the same seed gives bit-identical initial weights on
+NumPy, CuPy, PyTorch, JAX and array-api-strict.
+
+Why the scale matters: with ``n_in`` inputs of unit variance, a unit ``z = sum_i w_i x_i`` has
+variance ``n_in * Var(w)``. Keeping that near 1 layer after layer (so signals neither vanish nor
+explode) is what the *variance scaling* family does:
+
+=====================  =====================  ===========================================
+name                   Var(w)                 reference
+=====================  =====================  ===========================================
+glorot / xavier        2 / (fan_in + fan_out) Glorot & Bengio, AISTATS 2010 (tanh, sigmoid)
+he / kaiming           2 / fan_in             He et al., ICCV 2015 (ReLU halves the variance)
+lecun                  1 / fan_in             LeCun et al., "Efficient BackProp" 1998 (SELU)
+=====================  =====================  ===========================================
+
+A uniform U[-a, a] has variance a^2 / 3, so its limit is ``a = sqrt(3 * Var)``; a normal has
+``std = sqrt(Var)``.
+
+Fans (:func:`compute_fans`): a Dense kernel has shape ``(in_features, out_features)``, so
+``fan_in = shape[0]``, ``fan_out = shape[1]``. A convolution kernel has shape
+``(out_channels, in_channels, kh, kw)`` (PyTorch's layout) and each output sees
+``in_channels * kh * kw`` inputs: ``fan_in = shape[1] * kh * kw``, ``fan_out = shape[0] * kh * kw``.
+
+Example:
+    >>> from portanet import initializers
+    >>> from portanet.random import host_generator
+    >>> init = initializers.get("he_normal")
+    >>> w = init((784, 128), host_generator(seed=0, stream=(0, 0)))   # NumPy float64
+    >>> w.shape
+    (784, 128)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat as compat
+
+from ._typing import Array, Shape
+from .random import host_generator
+
+__all__ = [
+    "Constant",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
+    "Initializer",
+    "LecunNormal",
+    "LecunUniform",
+    "Normal",
+    "Ones",
+    "Orthogonal",
+    "TruncatedNormal",
+    "Uniform",
+    "VarianceScaling",
+    "Zeros",
+    "compute_fans",
+    "deserialize",
+    "get",
+    "serialize",
+]
+
+
+def compute_fans(shape: Shape) -> tuple[int, int]:
+    """(fan_in, fan_out) of a kernel of ``shape``.
+
+    * 0-d: (1, 1). 1-d ``(n,)``: (n, n).
+    * 2-d Dense kernel ``(in, out)``: (in, out).
+    * k-d convolution kernel ``(out, in, *window)``: (in * prod(window), out * prod(window)).
+
+    Example:
+        >>> compute_fans((3, 5)), compute_fans((16, 8, 3, 3))
+        ((3, 5), (72, 144))
+    """
+    shape = tuple(shape)
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _generator(generator: Any):
+    """Accept a host generator, or an int seed (stream ()) for quick standalone use."""
+    if generator is None:
+        raise TypeError("an initializer needs a host generator, e.g. "
+                        "portanet.random.host_generator(seed, stream); received None.")
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return host_generator(generator)
+    if not hasattr(generator, "standard_normal"):
+        raise TypeError("an initializer needs a host generator "
+                        "(portanet.random.host_generator(seed, stream)) or an int seed, received "
+                        f"{type(generator).__name__}.")
+    return generator
+
+
+def _check_shape(shape: Any) -> Shape:
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"an initializer shape must be non-negative ints, received {shape!r}.")
+    return shape
+
+
+class Initializer:
+    """Base class: ``init(shape, generator)`` returns a float64 host (NumPy) array of ``shape``.
+
+    Subclasses implement :meth:`draw`. ``generator`` is a host generator from
+    :func:`portanet.random.host_generator` (or an int seed).
+    """
+
+    name: str = "initializer"
+
+    def __call__(self, shape: Shape, generator: Any = None) -> Array:
+        shape = _check_shape(shape)
+        return self.draw(shape, _generator(generator))
+
+    def draw(self, shape: Shape, rng: Any) -> Array:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """JSON-able description: ``{"class_name": ..., "config": {...}}``."""
+        return {"class_name": type(self).__name__, "config": dict(self._config())}
+
+    def _config(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._config() == other._config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self._config().items()))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Constants: w = c. Zeros is the usual bias start; never use constants for kernels (every unit
+# in a layer would compute the same thing and receive the same gradient: symmetry never breaks).
+# ---------------------------------------------------------------------------------------------
+class Constant(Initializer):
+    """w = value everywhere.
+
+    Example:
+        >>> Constant(0.5)((2,), 0).tolist()
+        [0.5, 0.5]
+    """
+
+    name = "constant"
+
+    def __init__(self, value: float = 0.0):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"Constant value must be a number, received {value!r}.")
+        self.value = float(value)
+
+    def draw(self, shape, rng):
+        # Draw nothing; a uniform over an empty range gives exact constants and a float64 array.
+        return rng.uniform(self.value, self.value, size=shape)
+
+    def _config(self):
+        return {"value": self.value}
+
+
+class Zeros(Constant):
+    """w = 0 (the default bias initializer)."""
+
+    name = "zeros"
+
+    def __init__(self):
+        super().__init__(0.0)
+
+    def _config(self):
+        return {}
+
+
+class Ones(Constant):
+    """w = 1 (the default BatchNorm/LayerNorm scale)."""
+
+    name = "ones"
+
+    def __init__(self):
+        super().__init__(1.0)
+
+    def _config(self):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed-scale random draws.
+# ---------------------------------------------------------------------------------------------
+class Uniform(Initializer):
+    """w ~ U[low, high).
+
+    Example:
+        >>> w = Uniform(-0.1, 0.1)((1000,), 0); bool(abs(w).max() <= 0.1)
+        True
+    """
+
+    name = "uniform"
+
+    def __init__(self, low: float = -0.05, high: float = 0.05):
+        if not float(low) < float(high):
+            raise ValueError(f"Uniform needs low < high, received low={low!r}, high={high!r}.")
+        self.low, self.high = float(low), float(high)
+
+    def draw(self, shape, rng):
+        return rng.uniform(self.low, self.high, size=shape)
+
+    def _config(self):
+        return {"low": self.low, "high": self.high}
+
+
+class Normal(Initializer):
+    """w ~ N(mean, std^2)."""
+
+    name = "normal"
+
+    def __init__(self, mean: float = 0.0, std: float = 0.05):
+        if not float(std) > 0.0:
+            raise ValueError(f"Normal needs std > 0, received std={std!r}.")
+        self.mean, self.std = float(mean), float(std)
+
+    def draw(self, shape, rng):
+        return rng.normal(self.mean, self.std, size=shape)
+
+    def _config(self):
+        return {"mean": self.mean, "std": self.std}
+
+
+def _truncated_standard_normal(shape: Shape, rng: Any) -> Array:
+    """N(0, 1) conditioned on |z| <= 2, by redrawing the values that fall outside.
+
+    Each pass redraws the whole array and keeps the old values that were inside, so only
+    ~4.6% of the values are replaced per pass; a handful of passes finishes any realistic shape.
+    """
+    z = rng.standard_normal(size=shape)
+    xp = compat.array_namespace(z)
+    for _ in range(100):
+        outside = xp.abs(z) > 2.0
+        if not bool(xp.any(outside)):  # host array: reading a value here is free
+            return z
+        z = xp.where(outside, rng.standard_normal(size=shape), z)
+    raise RuntimeError("truncated normal draw did not converge; the host generator is broken.")
+
+
+# The standard deviation of N(0, 1) truncated to [-2, 2]: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)).
+_TRUNCATED_STD = 0.87962566103423978
+
+
+class TruncatedNormal(Initializer):
+    """w ~ N(mean, std^2) truncated to [mean - 2 std, mean + 2 std] (values beyond are redrawn).
+
+    Note the truncated draws have a smaller spread than ``std`` (0.88 std); this keeps ``std``
+    as the parameter of the untruncated normal, as Keras and PyTorch's ``trunc_normal_`` do.
+    """
+
+    name = "truncated_normal"
+
+    def __init__(self, mean: float = 0.0, std: float = 0.05):
+        if not float(std) > 0.0:
+            raise ValueError(f"TruncatedNormal needs std > 0, received std={std!r}.")
+        self.mean, self.std = float(mean), float(std)
+
+    def draw(self, shape, rng):
+        return _truncated_standard_normal(shape, rng) * self.std + self.mean
+
+    def _config(self):
+        return {"mean": self.mean, "std": self.std}
+
+
+# ---------------------------------------------------------------------------------------------
+# Variance scaling: Var(w) = scale / n, n = fan_in, fan_out or their mean.
+# ---------------------------------------------------------------------------------------------
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("uniform", "normal", "truncated_normal")
+
+
+class VarianceScaling(Initializer):
+    """Draws with variance ``scale / n``; n = fan_in, fan_out or (fan_in + fan_out) / 2.
+
+    * ``uniform``: U[-a, a] with a = sqrt(3 * scale / n).
+    * ``normal``: N(0, scale / n).
+    * ``truncated_normal``: N(0, s^2) truncated at 2 s, with s = sqrt(scale / n) / 0.8796 so
+      the *truncated* values have variance scale / n.
+
+    Args:
+        scale: the numerator (2 for ReLU nets, 1 otherwise).
+        mode: "fan_in", "fan_out" or "fan_avg".
+        distribution: "uniform", "normal" or "truncated_normal".
+    """
+
+    name = "variance_scaling"
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal"):
+        if not float(scale) > 0.0:
+            raise ValueError(f"VarianceScaling needs scale > 0, received scale={scale!r}.")
+        if mode not in _MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {list(_MODES)}.")
+        if distribution not in _DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {distribution!r}; expected one of "
+                             f"{list(_DISTRIBUTIONS)}.")
+        self.scale, self.mode, self.distribution = float(scale), mode, distribution
+
+    def variance(self, shape: Shape) -> float:
+        """The target variance scale / n for a kernel of ``shape``."""
+        fan_in, fan_out = compute_fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        return self.scale / max(1.0, float(n))
+
+    def draw(self, shape, rng):
+        var = self.variance(shape)
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * var)
+            return rng.uniform(-limit, limit, size=shape)
+        if self.distribution == "normal":
+            return rng.normal(0.0, math.sqrt(var), size=shape)
+        return _truncated_standard_normal(shape, rng) * (math.sqrt(var) / _TRUNCATED_STD)
+
+    def _config(self):
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution}
+
+
+class _NamedVarianceScaling(VarianceScaling):
+    """A variance-scaling preset: its arguments are fixed, so its config is empty."""
+
+    preset: tuple[float, str, str]
+
+    def __init__(self):
+        super().__init__(*self.preset)
+
+    def _config(self):
+        return {}
+
+
+class GlorotUniform(_NamedVarianceScaling):
+    """Glorot (Xavier) uniform: U[-a, a], a = sqrt(6 / (fan_in + fan_out)). Keras' default."""
+
+    name = "glorot_uniform"
+    preset = (1.0, "fan_avg", "uniform")
+
+
+class GlorotNormal(_NamedVarianceScaling):
+    """Glorot (Xavier) normal: N(0, 2 / (fan_in + fan_out)) (untruncated, as PyTorch)."""
+
+    name = "glorot_normal"
+    preset = (1.0, "fan_avg", "normal")
+
+
+class HeUniform(_NamedVarianceScaling):
+    """He (Kaiming) uniform for ReLU: U[-a, a], a = sqrt(6 / fan_in)."""
+
+    name = "he_uniform"
+    preset = (2.0, "fan_in", "uniform")
+
+
+class HeNormal(_NamedVarianceScaling):
+    """He (Kaiming) normal for ReLU: N(0, 2 / fan_in) (untruncated, as PyTorch)."""
+
+    name = "he_normal"
+    preset = (2.0, "fan_in", "normal")
+
+
+class LecunUniform(_NamedVarianceScaling):
+    """LeCun uniform: U[-a, a], a = sqrt(3 / fan_in)."""
+
+    name = "lecun_uniform"
+    preset = (1.0, "fan_in", "uniform")
+
+
+class LecunNormal(_NamedVarianceScaling):
+    """LeCun normal: N(0, 1 / fan_in) (the SELU initialization)."""
+
+    name = "lecun_normal"
+    preset = (1.0, "fan_in", "normal")
+
+
+# ---------------------------------------------------------------------------------------------
+# Orthogonal (Saxe, McClelland & Ganguli, ICLR 2014): W^T W = I (or W W^T = I), so a linear
+# map preserves norms exactly; good for deep linear stacks and recurrent weights.
+# ---------------------------------------------------------------------------------------------
+class Orthogonal(Initializer):
+    """A (semi-)orthogonal matrix times ``gain``, from the QR factorization of a normal matrix.
+
+    The kernel is viewed as a matrix of ``shape[0]`` rows and ``prod(shape[1:])`` columns. With
+    A ~ N(0, 1) of the taller orientation, A = QR and Q's columns are orthonormal; multiplying
+    each column by sign(R_jj) makes Q uniformly distributed (Haar measure; Mezzadri 2007).
+    Afterwards ``W @ W.T = gain^2 I`` if rows <= cols, else ``W.T @ W = gain^2 I``.
+    """
+
+    name = "orthogonal"
+
+    def __init__(self, gain: float = 1.0):
+        if not float(gain) > 0.0:
+            raise ValueError(f"Orthogonal needs gain > 0, received gain={gain!r}.")
+        self.gain = float(gain)
+
+    def draw(self, shape, rng):
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal needs a shape with at least 2 axes, received {shape}.")
+        rows, cols = shape[0], math.prod(shape[1:])
+        a = rng.standard_normal(size=(max(rows, cols), min(rows, cols)))
+        xp = compat.array_namespace(a)  # the host namespace: QR is in the linalg extension
+        q, r = xp.linalg.qr(a)
+        q = q * xp.sign(xp.linalg.diagonal(r))[None, :]
+        if rows < cols:
+            q = q.T
+        # Flattening first gives a C-ordered copy (q.T is a transposed view), then the shape.
+        return xp.reshape(xp.reshape(q * self.gain, (-1,)), shape)
+
+    def _config(self):
+        return {"gain": self.gain}
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookup by name and (de)serialization.
+# ---------------------------------------------------------------------------------------------
+_CLASSES = {cls.__name__: cls for cls in (
+    Constant, Zeros, Ones, Uniform, Normal, TruncatedNormal, VarianceScaling, GlorotUniform,
+    GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal)}
+
+_NAMES = {
+    "zeros": Zeros, "zero": Zeros, "ones": Ones, "one": Ones, "constant": Constant,
+    "uniform": Uniform, "random_uniform": Uniform, "normal": Normal, "random_normal": Normal,
+    "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
+    "glorot_uniform": GlorotUniform, "xavier_uniform": GlorotUniform,
+    "glorot_normal": GlorotNormal, "xavier_normal": GlorotNormal,
+    "he_uniform": HeUniform, "kaiming_uniform": HeUniform,
+    "he_normal": HeNormal, "kaiming_normal": HeNormal,
+    "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal, "orthogonal": Orthogonal,
+}
+
+
+def serialize(initializer: Initializer) -> dict:
+    """The JSON-able config of ``initializer`` (see :meth:`Initializer.get_config`)."""
+    return initializer.get_config()
+
+
+def deserialize(config: dict) -> Initializer:
+    """Rebuild an initializer from ``{"class_name": ..., "config": {...}}``."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError("an initializer config is a dict with 'class_name' and 'config', "
+                         f"received {config!r}.")
+    cls = _CLASSES.get(config["class_name"])
+    if cls is None:
+        raise ValueError(f"unknown initializer class {config['class_name']!r}; known: "
+                         f"{sorted(_CLASSES)}.")
+    return cls(**config.get("config", {}))
+
+
+def get(identifier: Any) -> Initializer:
+    """An :class:`Initializer` from a name ("he_normal", "xavier_uniform", ...), a config dict,
+    an instance (returned as is) or a callable ``f(shape, generator) -> host array``.
+
+    Example:
+        >>> get("kaiming_uniform")
+        HeUniform()
+    """
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.strip().lower()
+        if key not in _NAMES:
+            raise ValueError(f"unknown initializer {identifier!r}; known names: "
+                             f"{sorted(_NAMES)}.")
+        return _NAMES[key]()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return _Callable(identifier)
+    raise TypeError(f"an initializer must be a name, a config dict, an Initializer or a callable "
+                    f"f(shape, generator); received {identifier!r}.")
+
+
+class _Callable(Initializer):
+    """Wraps a user function ``f(shape, generator) -> host array`` (not serializable)."""
+
+    name = "callable"
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def draw(self, shape, rng):
+        return self.fn(shape, rng)
+
+    def get_config(self):
+        raise TypeError(f"initializer {self.fn!r} is a plain function and cannot be saved in a "
+                        "config; subclass portanet.initializers.Initializer instead.")
+
+    def __eq__(self, other):
+        return isinstance(other, _Callable) and self.fn is other.fn
+
+    def __hash__(self):
+        return hash(self.fn)

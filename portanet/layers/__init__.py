@@ -1,0 +1,50 @@
+"""Layers, one family per file, each with its forward pass next to its backward pass.
+
+=====================  =========================================================
+file                   layers
+=====================  =========================================================
+``base.py``            :class:`Layer`, :class:`Container`, the config registry
+``dense.py``           :class:`Dense`
+``conv.py``            :class:`Conv2D` (NCHW, strided slices + one matmul)
+``pooling.py``         :class:`MaxPool2D`, :class:`AvgPool2D`, :class:`GlobalAvgPool2D`
+``normalization.py``   :class:`BatchNorm`, :class:`LayerNorm`
+``dropout.py``         :class:`Dropout`
+``shape.py``           :class:`Flatten`, :class:`Reshape`
+``activation.py``      :class:`Activation`
+``residual.py``        :class:`Residual`
+=====================  =========================================================
+
+Every layer: ``y, backprop = layer.forward(x, training)``; ``dx = backprop(dy)`` stores
+``layer.gradients[name]``. See ``docs/layers.md``.
+"""
+
+from .activation import Activation
+from .base import Container, Layer, deserialize, get, register, serialize
+from .conv import Conv2D
+from .dense import Dense
+from .dropout import Dropout
+from .normalization import BatchNorm, LayerNorm
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from .residual import Residual
+from .shape import Flatten, Reshape
+
+__all__ = [
+    "Activation",
+    "AvgPool2D",
+    "BatchNorm",
+    "Container",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool2D",
+    "Layer",
+    "LayerNorm",
+    "MaxPool2D",
+    "Reshape",
+    "Residual",
+    "deserialize",
+    "get",
+    "register",
+    "serialize",
+]

@@ -1,0 +1,135 @@
+"""Dense (fully connected) layer: y = activation(x @ W + b).
+
+Forward, for a batch ``x`` of shape (N, in_features)::
+
+    z = x @ W + b            W: (in_features, out_features), b: (out_features,)
+    y = activation(z)
+
+Backward, given dL/dy (N, out_features)::
+
+    dz = dL/dy * activation'(z)      (the activation's own backprop)
+    dL/dW = x^T @ dz                 (in_features, out_features): sum over the batch
+    dL/db = sum_n dz[n]              (out_features,)
+    dL/dx = dz @ W^T                 (N, in_features)
+
+The kernel is stored as (in, out) so the forward pass is one matmul with no transpose.
+Inputs with more leading axes, (..., in_features), are handled as a batch of rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat as compat
+
+from .. import initializers, regularizers
+from .._typing import Array, Shape
+from .activation import activation_config, get_activation
+from .base import Layer, _positive_int, register
+
+
+@register
+class Dense(Layer):
+    """A fully connected layer, y = activation(x @ W + b).
+
+    Args:
+        in_features: size of the last input axis.
+        out_features: number of output units.
+        activation: an activation name ("relu", "tanh", ...), an activation object or None.
+        use_bias: add the bias b (default True).
+        kernel_initializer: initializer of W (default "glorot_uniform").
+        bias_initializer: initializer of b (default "zeros").
+        kernel_regularizer, bias_regularizer: e.g. ``regularizers.L2(1e-4)``, or None.
+
+    Shapes:
+        input (N, in_features) or (..., in_features); output (..., out_features).
+        Parameters: "kernel" (in_features, out_features), "bias" (out_features,).
+
+    Example:
+        >>> import portanet as pn
+        >>> layer = pn.layers.Dense(3, 2, activation="relu").build(seed=0)
+        >>> y, backprop = layer.forward(pn.asarray([[1.0, 2.0, 3.0]], dtype="float32"))
+        >>> y.shape
+        (1, 2)
+    """
+
+    can_skip_input_gradient = True
+
+    def __init__(self, in_features: int, out_features: int, activation: Any = None,
+                 use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
+                 bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, name: str | None = None):
+        super().__init__(name)
+        self.in_features = _positive_int(in_features, "in_features", "Dense")
+        self.out_features = _positive_int(out_features, "out_features", "Dense")
+        self.activation = get_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.regularizers = {"kernel": regularizers.get(kernel_regularizer)}
+        if self.use_bias:
+            self.regularizers["bias"] = regularizers.get(bias_regularizer)
+
+    def parameter_specs(self):
+        specs = {"kernel": ((self.in_features, self.out_features), self.kernel_initializer)}
+        if self.use_bias:
+            specs["bias"] = ((self.out_features,), self.bias_initializer)
+        return specs
+
+    def _check(self, x: Array, w: Array | None = None) -> None:
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Dense expected input with {self.in_features} features, received shape "
+                f"{tuple(x.shape)}. The last axis must have size {self.in_features} (add a "
+                "Flatten layer before Dense for images, or fix in_features).")
+        self._check_dtype(x, w)
+
+    def forward(self, x: Array, training: bool | None = None):
+        self.ensure_built(x)
+        w = self.parameters["kernel"]
+        self._check(x, w)
+        xp = compat.array_namespace(x)
+        b = self.parameters["bias"] if self.use_bias else None
+        act = self.activation
+
+        z = x @ w
+        if b is not None:
+            z = z + b
+        if act is None:
+            y, act_backprop = z, None
+        else:
+            y, act_backprop = act(z)
+
+        def backprop(dy: Array, input_gradient: bool = True) -> Array | None:
+            dz = dy if act_backprop is None else act_backprop(dy)
+            # Rows of any leading shape: flatten them to one batch axis for the weight gradient.
+            x2 = x if x.ndim == 2 else xp.reshape(x, (-1, self.in_features))
+            dz2 = dz if dz.ndim == 2 else xp.reshape(dz, (-1, self.out_features))
+            self.gradients["kernel"] = x2.T @ dz2
+            if b is not None:
+                self.gradients["bias"] = xp.sum(dz2, axis=0)
+            if not input_gradient:  # the model's first layer: nobody needs dL/dx
+                return None
+            return dz @ w.T
+
+        return y, backprop
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) < 1 or input_shape[-1] != self.in_features:
+            raise ValueError(
+                f"Dense expected input with {self.in_features} features, received per-sample "
+                f"shape {tuple(input_shape)}. Add a Flatten layer or fix in_features.")
+        return (*tuple(input_shape[:-1]), self.out_features)
+
+    def get_config(self) -> dict:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "activation": activation_config(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer.get_config(),
+            "bias_initializer": self.bias_initializer.get_config(),
+            "kernel_regularizer": regularizers.serialize(self.regularizers["kernel"]),
+            "bias_regularizer": regularizers.serialize(self.regularizers.get("bias")),
+            "name": self.name,
+        }

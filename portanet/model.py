@@ -1,0 +1,422 @@
+"""The Sequential model: layers applied in order, the chain rule applied in reverse.
+
+Forward and backward are the chain rule written out::
+
+    y = f_L(... f_2(f_1(x)))                    forward: each layer returns (y_i, backprop_i)
+    dL/dx = backprop_1(backprop_2(... backprop_L(dL/dy)))
+
+``train_step(x, y)`` is one step of gradient descent:
+
+1. forward with ``training=True`` (Dropout active, BatchNorm on batch statistics);
+2. loss value and dL/dy from the loss; regularization penalties added to the value;
+3. backward through every layer (parameter gradients land in ``layer.gradients``),
+   plus each regularizer's gradient;
+4. the optimizer returns new parameters, which replace the old ones.
+
+Nothing in a step reads an array value back to the host: the loss is returned as a 0-d array
+on the device, and ``fit`` (portanet.training) reads it once per epoch.
+
+Example:
+    >>> import portanet as pn
+    >>> model = pn.Sequential([pn.layers.Dense(4, 8, activation="relu"),
+    ...                        pn.layers.Dense(8, 3)],
+    ...                       loss="softmax_cross_entropy", optimizer="sgd", seed=0)
+    >>> model.num_parameters
+    67
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat as compat
+
+from . import losses, optimizers
+from ._typing import Array, Shape
+from .devices import namespace_of
+from .layers.base import (
+    _FLOAT_DTYPES,
+    Container,
+    Layer,
+    _resolve_backend,
+    deserialize,
+    dtype_name,
+    register,
+    serialize,
+)
+from .random import fresh_seed
+
+__all__ = ["Sequential"]
+
+
+@register
+class Sequential(Container):
+    """A stack of layers, trained with a loss and an optimizer.
+
+    Args:
+        layers: the layers, in order. A Sequential is itself a layer, so it can be nested or
+            wrapped in a Residual.
+        loss: a loss instance or name (see :mod:`portanet.losses`); needed by ``train_step``.
+        optimizer: an optimizer instance, name or config (see :mod:`portanet.optimizers`).
+        seed: seed of the initial weights: layer i draws from stream (i,), so the same seed
+            gives the same weights on every backend. None: fresh entropy (stored in ``seed``).
+        dtype: "float32" (default) or "float64" for every parameter.
+        name: optional display name.
+
+    The model is built at once on the active backend (``pn.get_backend()``); move it with
+    :meth:`to`.
+
+    Parameter names are "<layer index>.<parameter>": "0.kernel", "0.bias", "3.block.0.kernel".
+    """
+
+    def __init__(self, layers: Any = None, loss: Any = None, optimizer: Any = None,
+                 seed: int | None = None, dtype: Any = "float32", name: str | None = None):
+        super().__init__(name)
+        layers = [] if layers is None else layers
+        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+            raise TypeError(f"Sequential expects a list of layers, received "
+                            f"{type(layers).__name__}. Wrap a single layer: Sequential([layer]).")
+        seen: set[int] = set()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential item {i} is {type(layer).__name__}, not a layer; "
+                                "pass layer instances such as pn.layers.Dense(784, 10).")
+            if id(layer) in seen:
+                raise ValueError(f"Sequential item {i} is the same layer object as an earlier "
+                                 "item; a layer keeps one set of gradients, so create a new "
+                                 "layer instead of reusing it.")
+            seen.add(id(layer))
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, received {seed!r}.")
+        if dtype_name(dtype) not in _FLOAT_DTYPES:
+            raise TypeError(f"Sequential dtype must be one of {list(_FLOAT_DTYPES)}, received "
+                            f"{dtype!r}.")
+        self.layers: list[Layer] = list(layers)
+        self.loss = None if loss is None else losses.get(loss)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
+        self.seed = fresh_seed() if seed is None else seed
+        self.epoch = 0  # epochs trained so far (fit and checkpoints keep it)
+        self._last_backprop = None
+        self.build(self.seed, (), dtype, None)
+
+    # -- structure -----------------------------------------------------------------------------
+    def children(self) -> list[tuple[str, Layer]]:
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def build(self, seed: int | None = None, stream: tuple[int, ...] = (),
+              dtype: Any = "float32", backend: Any = None) -> Sequential:
+        super().build(seed, stream, dtype, backend)
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        """Cache where each flat parameter name lives (the structure, not the values)."""
+        self._slots = [(p + k, leaf, k) for p, leaf in self.named_leaves()
+                       for k in leaf.parameters]
+        self._where = {name: (leaf, key) for name, leaf, key in self._slots}
+        self._regularized = list(self.named_regularizers().items())
+        self._first_trainable = next((i for i, layer in enumerate(self.layers)
+                                      if layer.num_parameters > 0), len(self.layers))
+
+    def add(self, layer: Layer) -> Sequential:
+        """Append ``layer``, built with the model's seed (stream = its index), dtype and backend."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"add expects a layer, received {type(layer).__name__}.")
+        if any(layer is other for other in self.layers):
+            raise ValueError("this layer object is already in the model; create a new one.")
+        layer.build(self.seed, (len(self.layers),), self.dtype, self.backend)
+        layer.train(self.training)
+        self.layers.append(layer)
+        self._index()
+        return self
+
+    def compile(self, loss: Any = None, optimizer: Any = None) -> Sequential:
+        """Set (or replace) the loss and/or the optimizer; returns self."""
+        if loss is not None:
+            self.loss = losses.get(loss)
+        if optimizer is not None:
+            self.optimizer = optimizers.get(optimizer)
+        return self
+
+    # -- forward and backward ------------------------------------------------------------------
+    def _forward(self, x: Array, training: bool, input_gradient: bool = True):
+        """Forward through every layer; the returned backprop walks them in reverse.
+
+        With ``input_gradient=False`` (training: dL/dx of the data is never used) the walk stops
+        at the first layer that has parameters: layers before it have no gradients to store,
+        and that layer skips its own dL/dx when it can.
+        """
+        backprops = []
+        for layer in self.layers:
+            x, backprop = layer.forward(x, training)
+            backprops.append(backprop)
+        stop = 0 if input_gradient else self._first_trainable
+
+        def backprop(dy: Array) -> Array | None:
+            for i in range(len(backprops) - 1, stop - 1, -1):
+                if i == stop and not input_gradient:
+                    if self.layers[i].can_skip_input_gradient:
+                        return backprops[i](dy, input_gradient=False)
+                    return backprops[i](dy)
+                dy = backprops[i](dy)
+            return dy
+
+        return x, backprop
+
+    def _check_input(self, x: Array) -> None:
+        """Input on the model's backend and device (a clear error instead of a deep one)."""
+        if self._slots:
+            namespace_of(x, self._slots[0][1].parameters[self._slots[0][2]])
+        elif not hasattr(x, "shape"):
+            raise TypeError(f"Sequential expects an array, received {type(x).__name__}; convert "
+                            "it with pn.asarray(...).")
+
+    def forward(self, x: Array, training: bool | None = None):
+        """``(y, backprop)`` through every layer; ``training=None`` uses the model's mode.
+
+        The returned ``backprop`` is also kept for :meth:`backward`.
+        """
+        self._check_input(x)
+        training = self.training if training is None else bool(training)
+        y, backprop = self._forward(x, training)
+        self._last_backprop = backprop
+        return y, backprop
+
+    def backward(self, dy: Array) -> Array:
+        """Backpropagate ``dy`` = dL/dy through the most recent :meth:`forward`; returns dL/dx.
+
+        Parameter gradients are then in :meth:`gradients`. Prefer the ``backprop`` that
+        ``forward`` returns when you interleave several forward passes.
+        """
+        if self._last_backprop is None:
+            raise RuntimeError("backward needs a forward pass first: call "
+                               "y, _ = model.forward(x, training=True), then model.backward(dy).")
+        return self._last_backprop(dy)
+
+    def predict(self, x: Array, batch_size: int | None = None) -> Array:
+        """The outputs for ``x`` in evaluation mode, in batches of ``batch_size`` (all at once
+        when None). Returns an array on the model's device."""
+        self._check_input(x)
+        n = x.shape[0]
+        if batch_size is None or batch_size >= n:
+            return self._forward(x, False)[0]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, received "
+                             f"{batch_size!r}.")
+        xp = compat.array_namespace(x)
+        parts = [self._forward(x[i:min(i + batch_size, n), ...], False)[0]
+                 for i in range(0, n, batch_size)]
+        return xp.concat(parts, axis=0)
+
+    # -- training ------------------------------------------------------------------------------
+    def regularization_loss(self) -> Any:
+        """Sum of every regularizer's penalty (a 0-d array), or 0.0 without regularizers."""
+        total: Any = 0.0
+        for name, reg in self._regularized:
+            leaf, key = self._where[name]
+            total = total + reg.penalty(leaf.parameters[key])
+        return total
+
+    def _require(self, *what: str) -> None:
+        missing = [n for n in what if getattr(self, n) is None]
+        if missing:
+            raise RuntimeError(f"this model has no {' and no '.join(missing)}; pass "
+                               f"{', '.join(f'{n}=...' for n in missing)} to Sequential(...) "
+                               "or call model.compile(...).")
+
+    def value_and_gradients(self, x: Array, y: Array, training: bool = True):
+        """The loss on (x, y) and its gradient for every parameter, without updating anything.
+
+        value = loss(model(x), y) + sum of regularization penalties; gradients include each
+        regularizer's gradient. Both stay on the device.
+
+        Returns:
+            ``(value, grads)``: a 0-d array and {parameter name: array}.
+        """
+        self._require("loss")
+        self._check_input(x)
+        y_pred, backprop = self._forward(x, training, input_gradient=False)
+        value, grad = self.loss(y_pred, y)
+        backprop(grad)
+        grads = {name: leaf.gradients[key] for name, leaf, key in self._slots
+                 if key in leaf.gradients}
+        for name, reg in self._regularized:
+            leaf, key = self._where[name]
+            w = leaf.parameters[key]
+            value = value + reg.penalty(w)
+            grads[name] = grads[name] + reg.gradient(w)
+        return value, grads
+
+    def train_step(self, x: Array, y: Array) -> Array:
+        """One optimization step on the batch (x, y); returns the loss as a 0-d device array.
+
+        Forward (training mode), loss + regularization penalties, backward, optimizer update.
+        Nothing is read back to the host.
+        """
+        self._require("loss", "optimizer")
+        value, grads = self.value_and_gradients(x, y, training=True)
+        params = {name: leaf.parameters[key] for name, leaf, key in self._slots}
+        new = self.optimizer.step(params, grads)
+        for name, leaf, key in self._slots:
+            leaf.parameters[key] = new[name]
+        return value
+
+    # -- inspection ----------------------------------------------------------------------------
+    def output_shape(self, input_shape: Shape) -> Shape:
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = tuple(layer.output_shape(shape))
+        return shape
+
+    def _guess_input_shape(self) -> Shape | None:
+        first = self.layers[0] if self.layers else None
+        while first is not None and first.is_container:
+            kids = first.children()
+            first = kids[0][1] if kids else None
+        if first is not None and hasattr(first, "in_features"):
+            return (first.in_features,)
+        return None
+
+    def summary(self, input_shape: Shape | None = None, print_fn: Any = None) -> str:
+        """A table of layers, output shapes and parameter counts, with the total.
+
+        Args:
+            input_shape: the per-sample input shape, e.g. (1, 28, 28); needed for output shapes
+                unless the first layer is Dense.
+            print_fn: called with the text (e.g. ``print``); None only returns it.
+
+        Returns:
+            The table as a string.
+        """
+        shape = tuple(input_shape) if input_shape is not None else self._guess_input_shape()
+        rows = [("#", "layer", "output shape", "params")]
+        for i, layer in enumerate(self.layers):
+            if shape is not None:
+                shape = tuple(layer.output_shape(shape))
+                shown = str((None, *shape)).replace("None", "N")
+            else:
+                shown = "? (pass input_shape)"
+            rows.append((str(i), _describe(layer), shown, f"{layer.num_parameters:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        line = "-" * (sum(widths) + 6)
+        text = [f"{self.name or 'Sequential'} on {self.backend!r}, dtype {self.dtype}", line]
+        for j, r in enumerate(rows):
+            text.append(f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                        f"{r[3]:>{widths[3]}}")
+            if j == 0:
+                text.append(line)
+        text += [line, f"Total parameters: {self.num_parameters:,}"]
+        out = "\n".join(text)
+        if print_fn is not None:
+            print_fn(out)
+        return out
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
+        return f"Sequential([\n{inner}\n])" if self.layers else "Sequential([])"
+
+    # -- moving and configuration ----------------------------------------------------------------
+    def to(self, backend: Any, device: Any = None) -> Sequential:
+        """Move parameters, gradients, buffers AND optimizer state to ``backend`` on ``device``.
+
+        Returns self. Training continues where it stopped: a float64 model moved between
+        backends after some steps takes the same next steps as if it had never moved.
+        """
+        target = _resolve_backend(backend, device)
+        self._move(target)
+        if self.optimizer is not None:
+            self.optimizer.to(target.name, target.device)
+        self._last_backprop = None
+        return self
+
+    def get_config(self) -> dict:
+        """JSON-able architecture, loss, optimizer, seed and dtype (no weights)."""
+        return {
+            "layers": [serialize(layer) for layer in self.layers],
+            "loss": None if self.loss is None else self.loss.get_config(),
+            "optimizer": None if self.optimizer is None else self.optimizer.get_config(),
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> Sequential:
+        """Rebuild a model (same architecture, same seed, so the same initial weights)."""
+        if not isinstance(config, dict) or "layers" not in config:
+            raise ValueError("a Sequential config is a dict with a 'layers' list (from "
+                             f"get_config()), received {config!r}.")
+        layers = [deserialize(c) for c in config["layers"]]
+        loss = config.get("loss")
+        optimizer = config.get("optimizer")
+        return cls(layers, loss=None if loss is None else losses.get(loss),
+                   optimizer=None if optimizer is None else optimizers.get(optimizer),
+                   seed=config.get("seed"), dtype=config.get("dtype", "float32"),
+                   name=config.get("name"))
+
+    # -- delegated to portanet.training and portanet.io ----------------------------------------
+    def fit(self, x: Array, y: Array, **kwargs: Any):
+        """Train for several epochs; see :func:`portanet.training.fit`."""
+        from .training import fit
+
+        return fit(self, x, y, **kwargs)
+
+    def evaluate(self, x: Array, y: Array, **kwargs: Any):
+        """Loss and metrics on (x, y); see :func:`portanet.training.evaluate`."""
+        from .training import evaluate
+
+        return evaluate(self, x, y, **kwargs)
+
+    def predict_proba(self, x: Array, **kwargs: Any):
+        """Class probabilities; see :func:`portanet.training.predict_proba`."""
+        from .training import predict_proba
+
+        return predict_proba(self, x, **kwargs)
+
+    def predict_classes(self, x: Array, **kwargs: Any):
+        """Predicted class ids; see :func:`portanet.training.predict_classes`."""
+        from .training import predict_classes
+
+        return predict_classes(self, x, **kwargs)
+
+    def save(self, path: Any, **kwargs: Any):
+        """Save architecture, weights and optimizer state; see :func:`portanet.io.save`."""
+        from .io import save
+
+        return save(self, path, **kwargs)
+
+    def save_weights(self, path: Any, **kwargs: Any):
+        """Save the parameters only; see :func:`portanet.io.save_weights`."""
+        from .io import save_weights
+
+        return save_weights(self, path, **kwargs)
+
+    def load_weights(self, path: Any, **kwargs: Any):
+        """Load parameters saved by :meth:`save_weights`; see :func:`portanet.io.load_weights`."""
+        from .io import load_weights
+
+        return load_weights(self, path, **kwargs)
+
+
+def _describe(layer: Layer) -> str:
+    """A short row label: the class and its key arguments, e.g. "Dense(784 -> 10, relu)"."""
+    kind = type(layer).__name__
+    if layer.name:
+        return f"{layer.name} ({kind})"
+    if hasattr(layer, "in_features"):
+        act = getattr(layer, "activation", None)
+        return f"Dense({layer.in_features} -> {layer.out_features}" + \
+            (f", {act.name})" if act is not None else ")")
+    if hasattr(layer, "in_channels"):
+        k = layer.kernel_size
+        return f"Conv2D({layer.in_channels} -> {layer.out_channels}, {k[0]}x{k[1]})"
+    return layer.kind
