@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 import sys
 
@@ -44,12 +46,152 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# portanet train: the main job
+# ---------------------------------------------------------------------------------------------
+_EPOCHS = {("mlp", "digits"): 20, ("cnn", "digits"): 20, ("mlp", "spiral"): 100,
+           ("mlp", "circles"): 40, ("mlp", "sine"): 200, ("mlp", "mnist"): 5,
+           ("cnn", "mnist"): 3, ("mlp", "fashion-mnist"): 5, ("cnn", "fashion-mnist"): 3}
+_LEARNING_RATES = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05,
+                   "adadelta": 1.0, "rmsprop": 1e-3}
+
+
+def _default_dataset() -> str:
+    from .data import sklearn_available
+
+    return "digits" if sklearn_available() else "spiral"
+
+
+def _build_model(kind: str, dataset, hidden: int, optimizer, seed: int):
+    """The default models: a two-layer MLP, or a small two-convolution CNN for images."""
+    from . import layers
+    from .model import Sequential
+
+    regression = dataset.task == "regression"
+    outputs = dataset.y.shape[1] if regression else dataset.num_classes
+    loss = "mean_squared_error" if regression else "softmax_cross_entropy"
+    if kind == "mlp":
+        features = int(math.prod(dataset.x.shape[1:]))
+        stack = [layers.Dense(features, hidden, activation="tanh" if regression else "relu"),
+                 layers.Dense(hidden, outputs)]
+    else:
+        channels, height, width = dataset.image_shape
+        stack = [layers.Conv2D(channels, 16, 3, padding="same", activation="relu"),
+                 layers.MaxPool2D(2),
+                 layers.Conv2D(16, 32, 3, padding="same", activation="relu"),
+                 layers.MaxPool2D(2),
+                 layers.Flatten(),
+                 layers.Dense(32 * (height // 4) * (width // 4), 64, activation="relu"),
+                 layers.Dense(64, outputs)]
+    return Sequential(stack, loss=loss, optimizer=optimizer, seed=seed)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a bundled or generated data set, report test scores, save the model."""
+    import time
+
+    from . import data, optimizers, schedules
+    from .backend import use_backend
+
+    started = time.perf_counter()
+    name = args.dataset or _default_dataset()
+    images = args.model == "cnn"
+    try:
+        if images and name in ("spiral", "circles", "sine"):
+            raise ValueError(f"--model cnn needs an image data set (digits, mnist, "
+                             f"fashion-mnist); {name!r} has 2-D points. Use --model mlp.")
+        extra = {"spiral": {"n_samples": 600}, "circles": {"n_samples": 600, "noise": 0.1},
+                 "sine": {"n_samples": 600}}.get(name, {})
+        dataset = data.load_dataset(name, images=images, seed=args.seed, path=args.data_dir,
+                                    **extra)
+        classification = dataset.task == "classification"
+        if dataset.x_test is not None:
+            x_train, y_train = dataset.x, dataset.y
+            x_test, y_test = dataset.x_test, dataset.y_test
+        else:
+            x_train, x_test, y_train, y_test = data.train_test_split(
+                dataset.x, dataset.y, test_size=0.2, stratify=classification, seed=args.seed)
+        scaler = data.StandardScaler().fit(x_train)  # statistics of the training part only
+        x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+        epochs = args.epochs if args.epochs is not None else _EPOCHS.get((args.model, name), 10)
+        lr = args.lr if args.lr is not None else _LEARNING_RATES.get(args.optimizer, 3e-3)
+        if args.schedule == "cosine":  # anneal to 0 over the run's steps (10% is validation)
+            steps = max(1, epochs * math.ceil((len(x_train) - round(0.1 * len(x_train)))
+                                              / args.batch_size))
+            lr = schedules.CosineAnnealing(lr, steps)
+        with use_backend(args.backend, args.device) as backend:
+            optimizer = optimizers.get(args.optimizer, learning_rate=lr)
+            model = _build_model(args.model, dataset, args.hidden, optimizer, args.seed)
+            if not args.quiet:
+                print(f"portanet train: {dataset.description} ({len(x_train)} training, "
+                      f"{len(x_test)} test samples) on {backend!r}")
+                print(model.summary(input_shape=tuple(x_train.shape[1:])))
+            metrics = ["accuracy"] if classification else ["mae", "r2"]
+            verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+            model.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size,
+                      validation_split=0.1, metrics=metrics, verbose=verbose, seed=args.seed,
+                      shuffle="host")
+            scores = model.evaluate(x_test, y_test, metrics=metrics)
+        output = args.output or f"portanet-{name}-{args.model}.safetensors"
+        path = model.save(output)
+    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
+        print(f"portanet train: error: {err}", file=sys.stderr)
+        return 2
+    if classification:
+        right = round(scores["accuracy"] * len(y_test))
+        print(f"test accuracy: {100 * scores['accuracy']:.2f}% ({right}/{len(y_test)})  "
+              f"test loss: {scores['loss']:.4f}")
+    else:
+        print(f"test MAE: {scores['mae']:.4f}  test R^2: {scores['r2']:.4f}  "
+              f"test loss: {scores['loss']:.4f}")
+    print(f"saved the model to {os.path.abspath(path)}  (load it with "
+          f"portanet.load({path!r}))")
+    if not args.quiet:
+        print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def add_train_parser(commands) -> None:
+    """Register ``portanet train`` and its options."""
+    from .data import DATASETS
+
+    train = commands.add_parser(
+        "train", help="train a model on an embedded data set (the main job)",
+        description="Train a two-layer MLP (or a small CNN) on the 8x8 digits (when scikit-learn "
+                    "is installed; else the generated spiral), print per-epoch progress and the "
+                    "test score, and save the model.")
+    train.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="data set (default: digits if scikit-learn is installed, else spiral)")
+    train.add_argument("--data-dir", default=None,
+                       help="folder with the IDX files for mnist / fashion-mnist")
+    train.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                       help="mlp: Dense-ReLU-Dense; cnn: two conv+pool blocks (image sets only)")
+    train.add_argument("--backend", default="numpy",
+                       help="numpy, array_api_strict, torch, jax, cupy or auto (default numpy)")
+    train.add_argument("--device", default=None, help="device of the backend (e.g. cuda:0)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="epochs (default depends on data set and model, e.g. 20)")
+    train.add_argument("--batch-size", type=int, default=32, help="samples per step (32)")
+    train.add_argument("--optimizer", default="adam", help="adam, sgd, momentum, rmsprop, ...")
+    train.add_argument("--lr", type=float, default=None,
+                       help="learning rate (default 3e-3 for adam)")
+    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                       help="learning-rate schedule: cosine annealing to 0 (default) or constant")
+    train.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP (128)")
+    train.add_argument("--output", default=None,
+                       help="where to save (default portanet-<dataset>-<model>.safetensors)")
+    train.add_argument("--seed", type=int, default=0, help="seed of weights, split, shuffles")
+    train.add_argument("--quiet", action="store_true", help="print only the final results")
+    train.set_defaults(run=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portanet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"portanet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="backends, devices and versions on this machine")
     info.set_defaults(run=cmd_info)
+    add_train_parser(commands)
     bench.add_command(commands)
     parity.add_command(commands)
     return parser
