@@ -1,9 +1,32 @@
-"""portanet: a neural-network library written once against the Python array API standard."""
+"""portanet: a neural-network library written once against the Python array API standard.
 
-from . import ops, random
+    >>> import portanet as pn
+    >>> pn.get_backend().name in pn.available_backends()
+    True
+"""
+
+from . import (
+    activations,
+    callbacks,
+    clipping,
+    data,
+    initializers,
+    io,
+    layers,
+    losses,
+    metrics,
+    ops,
+    optimizers,
+    random,
+    regularizers,
+    schedules,
+    training,
+)
 from .backend import Backend, available_backends, get_backend, set_backend, use_backend
 from .devices import asarray, device_of, namespace_of, synchronize, to_backend, to_numpy
 from .errors import BackendError, DeviceError, MixedArraysError
+from .io import load
+from .model import Sequential
 
 __version__ = "0.1.0"
 
@@ -12,17 +35,32 @@ __all__ = [
     "BackendError",
     "DeviceError",
     "MixedArraysError",
+    "Sequential",
     "__version__",
+    "activations",
     "asarray",
     "available_backends",
+    "callbacks",
+    "clipping",
+    "data",
     "device_of",
     "get_backend",
+    "initializers",
+    "io",
+    "layers",
+    "load",
+    "losses",
+    "metrics",
     "namespace_of",
     "ops",
+    "optimizers",
     "random",
+    "regularizers",
+    "schedules",
     "set_backend",
     "synchronize",
     "to_backend",
     "to_numpy",
+    "training",
     "use_backend",
 ]

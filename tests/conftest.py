@@ -35,6 +35,14 @@ if _installed("array_api_strict"):
                                                 data_dependent_shapes=False)
 
 
+if _installed("torch"):
+    import torch
+
+    # Tests use tiny arrays: one intra-op thread avoids OpenMP spin-waits that made tiny torch
+    # ops ~50x slower on the 2-core CI machine while NumPy's BLAS threads were busy.
+    torch.set_num_threads(1)
+
+
 @dataclass
 class BackendCase:
     """One backend/device the suite runs on, with helpers to move NumPy data there and back."""

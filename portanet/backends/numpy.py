@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._adapter import Adapter
@@ -21,6 +23,19 @@ class NumpyAdapter(Adapter):
 
     def devices(self):
         return ["cpu"]
+
+    @functools.cached_property
+    def erf_native(self) -> bool:  # type: ignore[override]
+        # NumPy has no erf; SciPy's compiled one is ~3x faster than the portable rational
+        # form, so it is used when SciPy happens to be installed (it is not a dependency).
+        import importlib.util
+
+        return importlib.util.find_spec("scipy") is not None
+
+    def erf(self, x):
+        from scipy.special import erf
+
+        return erf(x)
 
     def generator(self, seed, device):
         return np.random.Generator(np.random.PCG64(seed))
