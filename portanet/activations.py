@@ -148,7 +148,7 @@ def relu(x: Array) -> Array:
         >>> relu(np.asarray([-2.0, 0.0, 3.0])).tolist()
         [0.0, 0.0, 3.0]
     """
-    return _xp(x).clip(x, min=0.0)
+    return _xp(x).maximum(x, 0.0)
 
 
 def relu_derivative(x: Array) -> Array:
@@ -744,9 +744,10 @@ def log_softmax_jacobian(x: Array, axis: int = -1) -> Array:
 def _relu_pass(x: Array):
     # dy * mask rather than where(x > 0, dy, 0): a where over a random sign pattern is ~10x
     # slower in NumPy and PyTorch. The mask is kept as bool (1 byte per element) until needed.
+    # maximum rather than clip: array_api_compat's clip wrapper costs ~3x a maximum on NumPy.
     xp = _xp(x)
     positive = x > 0
-    return xp.clip(x, min=0.0), lambda dy: dy * xp.astype(positive, dy.dtype)
+    return xp.maximum(x, 0.0), lambda dy: dy * xp.astype(positive, dy.dtype)
 
 
 def _sigmoid_pass(x: Array):

@@ -179,6 +179,7 @@ class Sequential(Container):
         elif not hasattr(x, "shape"):
             raise TypeError(f"Sequential expects an array, received {type(x).__name__}; convert "
                             "it with pn.asarray(...).")
+        self._seen_input_shape = tuple(x.shape[1:])  # lets summary() show conv output shapes
 
     def forward(self, x: Array, training: bool | None = None):
         """``(y, backprop)`` through every layer; ``training=None`` uses the model's mode.
@@ -284,7 +285,7 @@ class Sequential(Container):
             first = kids[0][1] if kids else None
         if first is not None and hasattr(first, "in_features"):
             return (first.in_features,)
-        return None
+        return getattr(self, "_seen_input_shape", None)
 
     def summary(self, input_shape: Shape | None = None, print_fn: Any = None) -> str:
         """A table of layers, output shapes and parameter counts, with the total.

@@ -310,6 +310,8 @@ def test_summary(backend):
     assert f"Total parameters: {8 * 9 + 8 + 1568 * 10 + 10:,}" in text
     assert model.num_parameters == 8 * 9 + 8 + 1568 * 10 + 10
     assert "? (pass input_shape)" in model.summary()
+    model.predict(backend.asarray(np.zeros((2, 1, 28, 28)), "float32"))
+    assert "(N, 8, 14, 14)" in model.summary()  # the shape seen in forward is remembered
     printed = []
     Sequential([L.Dense(4, 2)], seed=0).summary(print_fn=printed.append)
     assert "(N, 2)" in printed[0]
