@@ -41,6 +41,7 @@ from typing import Any
 
 import array_api_compat as compat
 
+from ._config import Configurable
 from ._typing import Array, Shape
 from .random import host_generator
 
@@ -110,7 +111,7 @@ def _check_shape(shape: Any) -> Shape:
     return shape
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: ``init(shape, generator)`` returns a float64 host (NumPy) array of ``shape``.
 
     Subclasses implement :meth:`draw`. ``generator`` is a host generator from
@@ -125,23 +126,6 @@ class Initializer:
 
     def draw(self, shape: Shape, rng: Any) -> Array:
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        """JSON-able description: ``{"class_name": ..., "config": {...}}``."""
-        return {"class_name": type(self).__name__, "config": dict(self._config())}
-
-    def _config(self) -> dict:
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._config() == other._config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self._config().items()))))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 
 import array_api_compat as compat
 
+from ._config import Configurable
 from ._typing import Array
 
 __all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "serialize"]
@@ -44,7 +45,7 @@ def _coefficient(name: str, value: Any) -> float:
     return float(value)
 
 
-class Regularizer:
+class Regularizer(Configurable):
     """Base class: ``penalty(w)`` (0-d array) and ``gradient(w)`` (array like ``w``)."""
 
     def penalty(self, w: Array) -> Array:
@@ -56,23 +57,6 @@ class Regularizer:
     def __call__(self, w: Array) -> tuple[Array, Array]:
         """``(penalty(w), gradient(w))``."""
         return self.penalty(w), self.gradient(w)
-
-    def get_config(self) -> dict:
-        """JSON-able description: ``{"class_name": ..., "config": {...}}``."""
-        return {"class_name": type(self).__name__, "config": self._config()}
-
-    def _config(self) -> dict:
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._config() == other._config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self._config().items()))))
 
 
 class L1(Regularizer):
