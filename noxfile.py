@@ -54,6 +54,8 @@ def bench(session: nox.Session) -> None:
                     f"--benchmark-json=.benchmarks/{name}.json",
                     "--benchmark-columns=min,median,iqr,ops,rounds", *session.posargs,
                     env={"PORTANET_BENCH_BACKEND": name})
+    # the baseline ran in the torch process only: join the per-backend JSON for the ratios
+    session.run("python", "benchmarks/_common.py", *[f".benchmarks/{n}.json" for n in backends])
     session.run("portanet", "bench", "--model", "mlp", "--batch-sizes", "128,1024",
                 "--json", "bench-mlp.json")
     session.run("portanet", "bench", "--model", "cnn", "--batch-sizes", "128",

@@ -13,13 +13,12 @@ MaxPool2D 2x2          ``MaxPool2D(2)`` on (128, 6, 28,   ``torch.nn.functional.
 
 Both sides compute the output, the input gradient and the parameter gradients (the torch input
 ``requires_grad``), in float32. ``extra_info["vs_torch"]`` holds each backend's median divided by
-the baseline's median, and the module prints the ratios at the end.
+the baseline's median, and the session ends with the ratio table.
 
-Threads: ONE everywhere, so ratios compare implementations rather than thread pools (on a
-2-core machine NumPy's BLAS and torch's OpenMP pools fight otherwise): ``threadpoolctl`` limits
-BLAS/OpenMP, ``torch.set_num_threads(1)``, and ``XLA_FLAGS`` single-threads JAX's CPU client
-when this module is imported before JAX. JAX results are waited for (``block_until_ready``)
-inside the timed function. Without torch the baselines skip and the backends still run.
+Threads: ONE everywhere (BLAS/OpenMP, torch and XLA), so ratios compare implementations rather
+than thread pools; see ``_common.py``. JAX results are waited for inside the timed function.
+Without torch the baselines skip and the backends still run. ``PORTANET_BENCH_BACKEND`` picks
+one backend.
 
 Run (collected only when asked for; the default test run collects ``tests/``):
 
@@ -28,71 +27,16 @@ Run (collected only when asked for; the default test run collects ``tests/``):
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                                   "intra_op_parallelism_threads=1")
-
 import numpy as np
 import pytest
+from _common import CPU_BACKENDS, backends, run, wait, with_baseline
 
 import portanet as pn
 from portanet import layers as L
 
 THREADS = 1
-BASELINE = "torch"
-BACKENDS = [b for b in ("numpy", "torch", "jax", "array_api_strict")
-            if b in pn.available_backends()]
-IMPLEMENTATIONS = [f"{BASELINE}-autograd", *BACKENDS]  # baseline first: the ratio's divisor
-
-_baseline: dict[str, float] = {}
-_ratios: dict[str, dict[str, float]] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fixed_threads():
-    """Pin BLAS, OpenMP and torch to THREADS threads for the module; restore afterwards."""
-    from threadpoolctl import threadpool_limits
-
-    torch_threads = None
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(THREADS)
-    with threadpool_limits(limits=THREADS):
-        yield
-    if torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    if _ratios:
-        print(f"\nportanet layer time / torch layer + autograd time (median, {THREADS} thread):")
-        for group, row in _ratios.items():
-            print(f"  {group:<24} " + "  ".join(f"{k}={v:.2f}x" for k, v in row.items()))
-
-
-def _wait(*arrays):
-    for a in arrays:
-        if hasattr(a, "block_until_ready"):
-            a.block_until_ready()
-
-
-def _run(benchmark, group: str, implementation: str, step) -> None:
-    benchmark.group = group
-    benchmark.extra_info["threads"] = THREADS
-    step()  # warm-up outside the timer (JAX compiles each operation on its first call)
-    benchmark.pedantic(step, warmup_rounds=2, rounds=20, iterations=1)
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:  # --benchmark-disable: ran once as a smoke test
-        return
-    median = stats.stats.median
-    if implementation.startswith(BASELINE + "-"):
-        _baseline[group] = median
-    elif group in _baseline:
-        benchmark.extra_info["vs_torch"] = median / _baseline[group]
-        _ratios.setdefault(group, {})[implementation] = median / _baseline[group]
+BASELINE = "torch-autograd"
+IMPLEMENTATIONS = with_baseline(BASELINE, backends(CPU_BACKENDS))
 
 
 def _portanet_step(implementation, layer, x_host):
@@ -106,8 +50,7 @@ def _portanet_step(implementation, layer, x_host):
     def step():
         y, backprop = layer.forward(x, training=True)
         dx = backprop(dy)
-        _wait(y, dx, *layer.gradients.values())
-        return dx
+        return wait((dx, y, layer.gradients))
 
     return step
 
@@ -150,10 +93,10 @@ CASES = {
 def test_layer_forward_backward(benchmark, group, implementation):
     shape, make_layer, make_torch = CASES[group]
     x_host = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    if implementation.startswith(BASELINE + "-"):
+    if implementation == BASELINE:
         torch = pytest.importorskip("torch")
         step = _torch_step(make_torch(torch), x_host)
     else:
         step = _portanet_step(implementation, make_layer(), x_host)
-    benchmark.extra_info["input_shape"] = list(shape)
-    _run(benchmark, group, implementation, step)
+    run(benchmark, step, group=group, implementation=implementation,
+        baseline=implementation == BASELINE, input_shape=list(shape))

@@ -9,14 +9,12 @@ implementation, torch's fastest on CPU).
 Groups: plain SGD, SGD with momentum 0.9, Adam (the three updates most training runs use) and
 Adam with global-norm clipping. Each backend runs the portable path and, where arrays are
 writeable, the in-place path (``<backend>+inplace``, ``inplace=True``). ``extra_info["vs_torch"]``
-is each implementation's median divided by the baseline's; the module prints the ratios at the
-end.
+is each implementation's median divided by the baseline's; the session ends with the ratio
+table.
 
-Threads: ONE, everywhere, so the ratios compare implementations, not thread pools (on this
-2-core machine NumPy's BLAS and torch's OpenMP pools fight otherwise): ``threadpoolctl`` limits
-the BLAS and OpenMP pools, ``torch.set_num_threads(1)``, and ``XLA_FLAGS`` single-threads JAX's
-CPU client when this module is imported before JAX. Timed functions wait for JAX's asynchronous
-dispatch (``block_until_ready``) before returning.
+Threads: ONE, everywhere (BLAS/OpenMP, torch and XLA), so the ratios compare implementations,
+not thread pools; see ``_common.py``. Timed functions wait for JAX's asynchronous dispatch
+before returning. ``PORTANET_BENCH_BACKEND`` picks one backend.
 
 Run (collected only when asked for; the default test run collects ``tests/``):
 
@@ -25,26 +23,21 @@ Run (collected only when asked for; the default test run collects ``tests/``):
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import os
-
-# Before anything imports jax: one intra-op thread for XLA's CPU backend.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                                   "intra_op_parallelism_threads=1")
 
 import numpy as np
 import pytest
+from _common import CPU_BACKENDS, backends, run, wait, with_baseline
 
 import portanet as pn
 from portanet import optimizers
 
+THREADS = 1
 BASELINE = "torch.optim(foreach)"
-BACKENDS = [b for b in ("numpy", "torch", "jax", "array_api_strict")
-            if b in pn.available_backends()]
+BACKENDS = backends(CPU_BACKENDS)
 # The in-place path where arrays are writeable (JAX's are not: it would time the portable path).
 INPLACE = [f"{b}+inplace" for b in BACKENDS if b != "jax"]
-IMPLEMENTATIONS = [BASELINE, *BACKENDS, *INPLACE]  # the baseline first: the ratios' divisor
+IMPLEMENTATIONS = with_baseline(BASELINE, [*BACKENDS, *INPLACE])
 
 LAYERS = (1000, 500, 500, 500, 10)
 SHAPES = {}
@@ -63,58 +56,10 @@ OPTIMIZERS = {
                          ("Adam", {"lr": 1e-3})),
 }
 
-_baseline_median: dict[str, float] = {}
-_ratios: dict[str, dict[str, float]] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Pin every thread pool to one thread for the module; restore afterwards."""
-    from threadpoolctl import threadpool_limits
-
-    torch_threads = None
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    if torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    if _ratios:
-        print(f"\nportanet step time / torch.optim foreach step time ({N_PARAMETERS:,} float32 "
-              "parameters, median, 1 thread):")
-        for group, row in _ratios.items():
-            print(f"  {group:<18} " + "  ".join(f"{k}={v:.2f}x" for k, v in row.items()))
-
 
 def _host_arrays(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {n: (rng.standard_normal(s) * 0.01).astype(np.float32) for n, s in SHAPES.items()}
-
-
-def _wait(arrays: dict) -> dict:
-    """Block until every array is computed (JAX dispatches asynchronously)."""
-    for a in arrays.values():
-        if hasattr(a, "block_until_ready"):
-            a.block_until_ready()
-    return arrays
-
-
-def _record(benchmark, group: str, implementation: str) -> None:
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:  # --benchmark-disable: ran once, nothing measured
-        return
-    median = stats.stats.median
-    if implementation == BASELINE:
-        _baseline_median[group] = median
-    elif group in _baseline_median:
-        ratio = median / _baseline_median[group]
-        benchmark.extra_info["vs_torch"] = ratio
-        _ratios.setdefault(group, {})[implementation] = ratio
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -144,10 +89,8 @@ def test_optimizer_step(benchmark, group, implementation):
         opt.inplace = bool(inplace)
 
         def step():
-            state["params"] = _wait(opt.step(state["params"], grads))
+            state["params"] = wait(opt.step(state["params"], grads))
 
-    benchmark.group = f"{group} ({N_PARAMETERS:,} params)"
-    benchmark.extra_info.update(threads=1, dtype="float32", parameters=N_PARAMETERS)
-    step()  # warm-up outside the timer: state creation, and JAX compiles each operation
-    benchmark.pedantic(step, warmup_rounds=2, rounds=20, iterations=1)
-    _record(benchmark, group, implementation)
+    run(benchmark, step, group=f"{group} ({N_PARAMETERS:,} params)",
+        implementation=implementation, baseline=implementation == BASELINE,
+        dtype="float32", parameters=N_PARAMETERS)

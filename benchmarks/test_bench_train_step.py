@@ -7,9 +7,11 @@ Run one backend per process so thread pools do not fight (``nox -s bench`` does 
     PORTANET_BENCH_BACKEND=torch python -m pytest benchmarks --benchmark-enable
 
 Without the variable every available backend runs in this one process (quick, less fair). The
-PyTorch baseline runs in the torch process (or the one process). Threads: all cores, pinned for
-BLAS and torch alike (stated in the JSON's machine_info via ``extra_info``). The ratio table with
-all three comparisons comes from ``portanet bench``.
+PyTorch baseline runs in the torch process (or the one process); there ``extra_info["vs_torch"]``
+of each step and floor is its median over the baseline's. Threads: all cores
+(``PORTANET_BENCH_THREADS`` to change it), pinned for BLAS and torch alike; XLA's pool is fixed
+per process by ``_common.py`` (1 thread, for the micro-benchmarks), stated in ``extra_info``
+as ``xla_threads``. The full table with all three comparisons comes from ``portanet bench``.
 """
 
 from __future__ import annotations
@@ -18,22 +20,16 @@ import os
 
 import numpy as np
 import pytest
+from _common import RUN_BASELINE, backends, run
 
 import portanet as pn
 from portanet import bench
 
 THREADS = int(os.environ.get("PORTANET_BENCH_THREADS", os.cpu_count() or 1))
-ONLY = os.environ.get("PORTANET_BENCH_BACKEND")
-BACKENDS = [ONLY] if ONLY else [b for b in pn.available_backends() if b != "cupy"] + (
-    ["cupy"] if "cupy" in pn.available_backends() else [])
+BASELINE = "torch eager+autograd+optim"
+# every backend this process may time, CUDA last
+BACKENDS = sorted(backends(), key=lambda b: b == "cupy")
 CASES = [("mlp", 128), ("mlp", 1024), ("cnn", 128)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pinned_threads():
-    if "torch" in BACKENDS:
-        import torch  # noqa: F401  (so its pool is pinned as well)
-    return bench.set_threads(THREADS)
 
 
 def _data(model, batch, dtype="float32"):
@@ -44,9 +40,7 @@ def _data(model, batch, dtype="float32"):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("model, batch", CASES)
-def test_portanet_step(benchmark, name, model, batch, pinned_threads):
-    benchmark.group = f"{model} step b{batch}"
-    benchmark.extra_info.update(pinned_threads)
+def test_portanet_step(benchmark, name, model, batch):
     with pn.use_backend(name) as b:
         net = bench.build_portanet(model, "float32")
         x_host, y_host = _data(model, batch)
@@ -56,14 +50,13 @@ def test_portanet_step(benchmark, name, model, batch, pinned_threads):
             net.train_step(x, y)
             b.synchronize()
 
-        benchmark.pedantic(step, warmup_rounds=3, rounds=20, iterations=1)
+        run(benchmark, step, group=f"{model} step b{batch}", implementation=name)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("model, batch", CASES)
-def test_matmul_floor(benchmark, name, model, batch, pinned_threads):
+def test_matmul_floor(benchmark, name, model, batch):
     """The step's matmuls alone (forward, dW, dX) on the same backend: the floor."""
-    benchmark.group = f"{model} step b{batch}"
     with pn.use_backend(name) as b:
         rng = np.random.default_rng(0)
         pairs = [(pn.asarray(rng.standard_normal((m, k)), dtype="float32"),
@@ -75,15 +68,16 @@ def test_matmul_floor(benchmark, name, model, batch, pinned_threads):
                 b.xp.matmul(a, w)
             b.synchronize()
 
-        benchmark.pedantic(matmuls, warmup_rounds=3, rounds=20, iterations=1)
+        run(benchmark, matmuls, group=f"{model} step b{batch}",
+            implementation=f"{name} matmul floor")
 
 
-@pytest.mark.skipif(ONLY not in (None, "torch"), reason="the baseline runs in the torch process")
+@pytest.mark.skipif(not RUN_BASELINE, reason="the baseline runs in the torch process")
 @pytest.mark.parametrize("model, batch", CASES)
-def test_torch_baseline_step(benchmark, model, batch, pinned_threads):
+def test_torch_baseline_step(benchmark, model, batch):
     torch = pytest.importorskip("torch")
-    benchmark.group = f"{model} step b{batch}"
     step = bench.build_torch(model, "float32", "cpu")
     x_host, y_host = _data(model, batch)
     x, y = torch.from_numpy(x_host), torch.from_numpy(y_host)
-    benchmark.pedantic(lambda: step(x, y), warmup_rounds=3, rounds=20, iterations=1)
+    run(benchmark, lambda: step(x, y), group=f"{model} step b{batch}", implementation=BASELINE,
+        baseline=True)
