@@ -100,3 +100,28 @@ def test_layer_forward_backward(benchmark, group, implementation):
         step = _portanet_step(implementation, make_layer(), x_host)
     run(benchmark, step, group=group, implementation=implementation,
         baseline=implementation == BASELINE, input_shape=list(shape))
+
+
+# The floor of each group with matrix products: the same products alone on the backend
+# (forward, weight gradient, input gradient; a convolution as its im2col-sized GEMMs).
+FLOOR_SHAPES = {
+    "Dense 784->512 b128": [(128, 784, 512), (784, 128, 512), (128, 512, 784)],
+    "Conv2D 6->16 5x5 b128": [(128 * 10 * 10, 6 * 25, 16), (6 * 25, 128 * 10 * 10, 16),
+                              (128 * 10 * 10, 16, 6 * 25)],
+}
+
+
+@pytest.mark.parametrize("implementation", backends(CPU_BACKENDS))
+@pytest.mark.parametrize("group", list(FLOOR_SHAPES))
+def test_matmul_floor(benchmark, group, implementation):
+    rng = np.random.default_rng(0)
+    with pn.use_backend(implementation) as b:
+        pairs = [(pn.asarray(rng.standard_normal((m, k)), dtype="float32"),
+                  pn.asarray(rng.standard_normal((k, n)), dtype="float32"))
+                 for m, k, n in FLOOR_SHAPES[group]]
+
+    def step():
+        return wait([b.xp.matmul(a, w) for a, w in pairs])
+
+    run(benchmark, step, group=group, implementation=f"{implementation} floor",
+        baseline=False, input_shape=[])

@@ -395,11 +395,14 @@ def table(report: dict[str, Any]) -> str:
     """The comparison table: time, spread, throughput and the three ratios."""
     rows = report["rows"]
     fastest: dict[tuple, float] = {}
+    numpy_s: dict[tuple, float] = {}
     for r in rows:
         key = (r["dtype"], r["batch"])
         fastest[key] = min(fastest.get(key, math.inf), r["median_s"])
+        if r["backend"] == "numpy":
+            numpy_s[key] = r["median_s"]
     head = ("backend", "device", "dtype", "batch", "step ms", "iqr ms", "samples/s",
-            "x fastest", "x torch", "x floor", "peak MB")
+            "x fastest", "x numpy", "x torch", "x floor", "peak MB")
     lines = [head]
     for r in rows:
         def ratio(other, r=r):
@@ -408,7 +411,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append((r["backend"], r["device"], r["dtype"], str(r["batch"]),
                       f"{r['median_s'] * 1e3:.2f}", f"{r['iqr_s'] * 1e3:.2f}",
                       f"{r['samples_per_s']:.0f}", ratio(fastest[(r['dtype'], r['batch'])]),
-                      ratio(r["torch_s"]), ratio(r["floor_s"]),
+                      ratio(numpy_s.get((r["dtype"], r["batch"]))), ratio(r["torch_s"]),
+                      ratio(r["floor_s"]),
                       f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] else "-"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = ["  ".join(str(c).rjust(w) for c, w in zip(line, widths, strict=True))
@@ -417,8 +421,9 @@ def table(report: dict[str, Any]) -> str:
     text.append(f"model={report['model']}  threads={report['threads']}  "
                 f"tf32={'on' if report['allow_tf32'] else 'off'}  cpus={m['cpus']}  "
                 f"torch={m['torch']}  numpy={m['numpy']}")
-    text.append("x torch: step time / PyTorch eager+autograd step time (same device); "
-                "x floor: step time / time of the step's matmuls alone on that backend.")
+    text.append("x numpy: step time / the numpy backend's; x torch: step time / PyTorch "
+                "eager+autograd step time (same device); x floor: step time / time of the "
+                "step's matmuls alone on that backend.")
     return "\n".join(text)
 
 

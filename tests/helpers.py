@@ -88,3 +88,22 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0), 1e-12)
     return float(np.max(np.abs(a - b), initial=0.0) / scale)
+
+
+def assert_parameter_gradients(grads: dict, params: dict, set_parameter: Callable,
+                               objective: Callable[[], float], tol: float = 1e-6) -> None:
+    """Central finite differences for every parameter against the analytic ``grads``.
+
+    ``params`` holds float64 NumPy copies of the parameters; ``set_parameter(name, value)``
+    installs a NumPy value into the model; ``objective()`` evaluates the scalar loss. Each
+    parameter is put back to its original value afterwards.
+    """
+    for name, p0 in params.items():
+        def of_p(p, name=name):
+            set_parameter(name, p)
+            return objective()
+
+        numeric = numerical_gradient(of_p, p0)
+        set_parameter(name, p0)
+        err = relative_error(grads[name], numeric)
+        assert err < tol, f"gradient of {name!r}: relative error {err:.2e}"

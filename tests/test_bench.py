@@ -56,7 +56,9 @@ def test_run_measures_in_a_worker_process(tmp_path):
     assert row["floor_s"] > 0 and row["torch_s"] is None and row["rounds"] >= 7
     assert row["thread_setup"]["threads"] == 1
     text = bench.table(report)
-    assert "x floor" in text and "threads=1" in text and "tf32=off" in text
+    assert "x floor" in text and "x numpy" in text and "threads=1" in text and "tf32=off" in text
+    numpy_line = next(line for line in text.splitlines() if line.strip().startswith("numpy"))
+    assert numpy_line.split()[8] == "1.00"  # the numpy row against itself
     json.dumps(report)  # JSON-able
 
 

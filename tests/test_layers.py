@@ -15,7 +15,13 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import assert_matches, assert_on_backend, numerical_gradient, relative_error
+from helpers import (
+    assert_matches,
+    assert_on_backend,
+    assert_parameter_gradients,
+    numerical_gradient,
+    relative_error,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -66,15 +72,9 @@ def check_gradients(layer, x_np, case, training=False, reset=None, seed=1):
 
     params = {k: case.to_numpy(v).copy() for k, v in layer.named_parameters().items()}
     assert set(grads) == set(params), f"gradients for {sorted(grads)}, params {sorted(params)}"
-    for name, p0 in params.items():
-        def loss_of_p(pn_, name=name):
-            layer.set_named_parameters({name: case.asarray(pn_, "float64")})
-            return loss_of_x(x_np)
-
-        numeric = numerical_gradient(loss_of_p, p0)
-        layer.set_named_parameters({name: case.asarray(p0, "float64")})
-        err = relative_error(grads[name], numeric)
-        assert err < FD_TOL, f"gradient of {name!r}: relative error {err:.2e}"
+    assert_parameter_gradients(
+        grads, params, lambda name, p: layer.set_named_parameters({name: case.asarray(p)}),
+        lambda: loss_of_x(x_np), FD_TOL)
 
 
 def rand(*shape, seed=0):

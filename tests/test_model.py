@@ -8,7 +8,13 @@ import types
 
 import numpy as np
 import pytest
-from helpers import assert_matches, assert_on_backend, numerical_gradient, relative_error
+from helpers import (
+    assert_matches,
+    assert_on_backend,
+    assert_parameter_gradients,
+    numerical_gradient,
+    relative_error,
+)
 
 import portanet as pn
 from portanet import layers as L
@@ -74,15 +80,9 @@ def check_model_gradients(model, x_np, y_np, case, training=True):
     dx = model.backward(model.loss(y_pred, y)[1])
     err = relative_error(case.to_numpy(dx), numerical_gradient(objective, x_np))
     assert err < FD_TOL, f"input gradient: relative error {err:.2e}"
-    for name, p0 in params.items():
-        def of_p(p, name=name):
-            model.set_parameters({name: case.asarray(p, "float64")})
-            return objective(x_np)
-
-        numeric = numerical_gradient(of_p, p0)
-        model.set_parameters({name: case.asarray(p0, "float64")})
-        err = relative_error(grads[name], numeric)
-        assert err < FD_TOL, f"gradient of {name!r}: relative error {err:.2e}"
+    assert_parameter_gradients(
+        grads, params, lambda name, p: model.set_parameters({name: case.asarray(p)}),
+        lambda: objective(x_np), FD_TOL)
 
 
 # ---------------------------------------------------------------------------------------------
