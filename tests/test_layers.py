@@ -347,6 +347,46 @@ def test_maxpool_ties_match_torch(backend):
     assert_matches(backprop(backend.asarray(r, "float64")), ref_dx, backend, "float64")
 
 
+def test_window_layers_batches_and_strided_inputs_match_torch(backend):
+    """A batch of several images, passed as a non-contiguous NCHW view, through Conv2D ->
+    MaxPool2D -> AvgPool2D, forward and backward, agrees with PyTorch.
+
+    The window layers work internally on a (C, H, W, N) view with the batch innermost; the
+    per-layer tests above use one image, so this checks that images never mix and that any
+    strided input layout (here a transposed CHWN array, as one window layer hands the next)
+    gives the same numbers.
+    """
+    torch = pytest.importorskip("torch")
+    fn = torch.nn.functional
+    conv = L.Conv2D(2, 3, 3, stride=(1, 2), padding="same", dilation=(2, 1),
+                    activation="tanh").build(seed=0, dtype="float64")
+    pool, avg = L.MaxPool2D(2, stride=1, padding=1), L.AvgPool2D(2, count_include_pad=False)
+    x = rand(3, 2, 7, 6, seed=7)
+    params = {"kernel": rand(3, 2, 3, 3, seed=8), "bias": rand(3, seed=9)}
+    set_params(conv, params, backend, "float64")
+    x_view = backend.xp.permute_dims(
+        backend.asarray(np.ascontiguousarray(x.transpose(1, 2, 3, 0)), "float64"), (3, 0, 1, 2))
+    h, conv_bp = conv.forward(x_view)
+    h, pool_bp = pool.forward(h)
+    y, avg_bp = avg.forward(h)
+    r = rand(*y.shape, seed=10)
+
+    def reference(x, w, b):
+        (top, bottom), (left, right) = conv.pads(7, 6)
+        z = fn.conv2d(fn.pad(x, (left, right, top, bottom)), w, b, stride=(1, 2),
+                      dilation=(2, 1))
+        return fn.avg_pool2d(fn.max_pool2d(torch.tanh(z), 2, stride=1, padding=1), 2,
+                             count_include_pad=False)
+
+    ref_y, (ref_dx, ref_dw, ref_db) = torch_run(reference, [x, params["kernel"],
+                                                            params["bias"]], r)
+    dx = conv_bp(pool_bp(avg_bp(backend.asarray(r, "float64"))))
+    assert_matches(y, ref_y, backend, "float64")
+    assert_matches(dx, ref_dx, backend, "float64")
+    assert_matches(conv.gradients["kernel"], ref_dw, backend, "float64")
+    assert_matches(conv.gradients["bias"], ref_db, backend, "float64")
+
+
 def test_pool_bad_input(backend):
     with pytest.raises(ValueError, match=r"MaxPool2D expected input of shape \(N, C, H, W\) "
                                          r"\(NCHW\), received shape \(4, 4\)"):

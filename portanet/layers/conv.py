@@ -7,17 +7,18 @@ Forward (cross-correlation, as in every deep-learning library)::
 
 How it is computed without a convolution primitive: for each kernel offset (i, j), the input
 pixels that offset reads for all output positions form one strided slice of the padded input,
-``(N, C, OH, OW)`` (see ``_windows.py``). Stacking the ``kh*kw`` slices gives the column
-tensor ``cols`` of shape ``(N, C*kh*kw, OH*OW)``, and the convolution is one batched matmul::
+``(C, OH, OW, N)`` of the CHWN view (see ``_windows.py``). Stacking the ``kh*kw`` slices gives
+the column matrix ``cols`` of shape ``(C*kh*kw, OH*OW*N)``, and the convolution of the whole
+batch is one matmul::
 
-    z = W_mat @ cols + b          W_mat = W reshaped to (O, C*kh*kw);  z: (N, O, OH*OW)
+    z = W_mat @ cols + b          W_mat = W reshaped to (O, C*kh*kw);  z: (O, OH*OW*N)
 
-Backward, given dz = dL/dz (N, O, OH*OW)::
+Backward, given dz = dL/dz (O, OH*OW*N)::
 
-    dL/dW   = sum_n dz[n] @ cols[n]^T          (O, C*kh*kw) -> (O, C, kh, kw)
+    dL/dW   = dz @ cols^T                      (O, C*kh*kw) -> (O, C, kh, kw)
     dL/db   = sum over n, p, q of dz
-    dcols   = W_mat^T @ dz                     (N, C*kh*kw, OH*OW)
-    dL/dx   = crop( sum_{i,j} dcols[:, :, (i,j)] placed back into window (i, j) )
+    dcols   = W_mat^T @ dz                     (C*kh*kw, OH*OW*N)
+    dL/dx   = crop( sum_{i,j} dcols[rows of tap (i,j)] placed back into window (i, j) )
 
 The last line is the "fold" (col2im): each offset's gradient is added into the same strided
 slice it was read from; slices never repeat a position, so no scatter with duplicate indices.
@@ -152,34 +153,36 @@ class Conv2D(Layer):
         b = self.parameters["bias"] if self.use_bias else None
         act = self.activation
 
-        xpad = win.pad_spatial(x, pads, 0.0, xp)
+        # Work on the CHWN view of x (batch innermost, see _windows.py): window slices are
+        # long contiguous runs and the whole batch becomes one matmul.
+        xpad = win.pad_spatial(win.to_chwn(x, xp), pads, 0.0, xp)
         slices = win.window_slices(self.kernel_size, self.stride, self.dilation, (oh, ow))
-        windows = [xpad[:, :, rows, cols] for rows, cols in slices]
-        # (N, kh*kw, C, OH, OW) -> (N, kh*kw*C, OH*OW): row (i*kw + j)*C + c holds the pixels
+        windows = [xpad[:, rows, cols, :] for rows, cols in slices]  # each (C, OH, OW, N)
+        # (kh*kw, C, OH, OW, N) -> (kh*kw*C, OH*OW*N): row (i*kw + j)*C + c holds the pixels
         # that tap (i, j) of channel c reads. W is laid out to match: (O, kh, kw, C) ->
         # (O, kh*kw*C). Offsets outermost make each offset's gradient one contiguous block.
-        cols = xp.reshape(xp.stack(windows, axis=1), (n, kh * kw * c, oh * ow))
+        cols = xp.reshape(xp.stack(windows, axis=0), (kh * kw * c, oh * ow * n))
         w_mat = xp.reshape(xp.permute_dims(w, (0, 2, 3, 1)), (o, kh * kw * c))
-        z = w_mat @ cols
+        z = w_mat @ cols  # (O, OH*OW*N): one matmul for the whole batch
         if b is not None:
             z = z + b[:, None]
-        z = xp.reshape(z, (n, o, oh, ow))
+        z = win.to_nchw(xp.reshape(z, (o, oh, ow, n)), xp)  # NCHW view of CHWN memory
         y, act_backprop = (z, None) if act is None else act(z)
 
         def backprop(dy: Array, input_gradient: bool = True) -> Array | None:
             dz = dy if act_backprop is None else act_backprop(dy)
-            dz = xp.reshape(dz, (n, o, oh * ow))
-            dw = xp.sum(dz @ cols.mT, axis=0)  # (O, kh*kw*C) -> (O, C, kh, kw)
+            dz = xp.reshape(win.to_chwn(dz, xp), (o, oh * ow * n))
+            dw = dz @ cols.T  # (O, kh*kw*C) -> (O, C, kh, kw)
             self.gradients["kernel"] = xp.permute_dims(xp.reshape(dw, (o, kh, kw, c)),
                                                        (0, 3, 1, 2))
             if b is not None:
-                self.gradients["bias"] = xp.sum(dz, axis=(0, 2))
+                self.gradients["bias"] = xp.sum(dz, axis=1)
             if not input_gradient:  # the model's first layer: skip the matmul and the fold
                 return None
-            dcols = xp.reshape(w_mat.T @ dz, (n, kh * kw, c, oh, ow))
-            pieces = [dcols[:, k, ...] for k in range(kh * kw)]
+            dcols = xp.reshape(w_mat.T @ dz, (kh * kw, c, oh, ow, n))
+            pieces = [dcols[k, ...] for k in range(kh * kw)]
             dxpad = win.fold(pieces, slices, tuple(xpad.shape), xp, x)
-            return win.crop_spatial(dxpad, pads, (height, width))
+            return win.to_nchw(win.crop_spatial(dxpad, pads, (height, width)), xp)
 
         return y, backprop
 

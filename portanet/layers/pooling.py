@@ -104,27 +104,31 @@ class MaxPool2D(_Pool2D):
         pads, out = self._geometry(tuple(x.shape), batched=True)
         xp = compat.array_namespace(x)
         self._check_float(x, xp)
-        xpad = win.pad_spatial(x, pads, -math.inf, xp)
+        # Work on the CHWN view (batch innermost, see _windows.py): window slices and the
+        # fold in backprop then move long contiguous runs of numbers.
+        xpad = win.pad_spatial(win.to_chwn(x, xp), pads, -math.inf, xp)
         slices = win.window_slices(self.kernel_size, self.stride, (1, 1), out)
-        windows = [xpad[:, :, rows, cols] for rows, cols in slices]
-        y = windows[0]
+        windows = [xpad[:, rows, cols, :] for rows, cols in slices]  # each (C, OH, OW, N)
+        top = windows[0]  # the window maxima, (C, OH, OW, N)
         for window in windows[1:]:
-            y = xp.maximum(y, window)
+            top = xp.maximum(top, window)
 
         def backprop(dy: Array) -> Array:
-            # hit_k = 1 where offset k holds the maximum and no earlier offset claimed it.
+            # hit_k: offset k holds the maximum and no earlier offset claimed it. Masks are
+            # booleans (1 byte each) combined with logical ops; no boolean indexing.
+            dy = win.to_chwn(dy, xp)
             pieces = []
-            unclaimed = None
-            for k, window in enumerate(windows):
-                hit = xp.astype(window == y, dy.dtype)
-                if unclaimed is not None:
-                    hit = hit * unclaimed
-                if k < len(windows) - 1:
-                    unclaimed = (1.0 - hit) if unclaimed is None else unclaimed - hit
-                pieces.append(dy * hit)
+            claimed = None
+            for window in windows:
+                is_max = window == top
+                hit = is_max if claimed is None else xp.logical_and(is_max,
+                                                                    xp.logical_not(claimed))
+                claimed = is_max if claimed is None else xp.logical_or(claimed, is_max)
+                pieces.append(dy * xp.astype(hit, dy.dtype))
             dxpad = win.fold(pieces, slices, tuple(xpad.shape), xp, dy)
-            return win.crop_spatial(dxpad, pads, tuple(x.shape[2:]))
+            return win.to_nchw(win.crop_spatial(dxpad, pads, tuple(x.shape[2:])), xp)
 
+        y = win.to_nchw(top, xp)
         return y, backprop
 
 
@@ -165,23 +169,23 @@ class AvgPool2D(_Pool2D):
         pads, out = self._geometry(tuple(x.shape), batched=True)
         xp = compat.array_namespace(x)
         self._check_float(x, xp)
-        xpad = win.pad_spatial(x, pads, 0.0, xp)
+        xpad = win.pad_spatial(win.to_chwn(x, xp), pads, 0.0, xp)  # CHWN, see _windows.py
         slices = win.window_slices(self.kernel_size, self.stride, (1, 1), out)
         total = None
         for rows, cols in slices:
-            window = xpad[:, :, rows, cols]
+            window = xpad[:, rows, cols, :]
             total = window if total is None else total + window
         if self.count_include_pad or pads == ((0, 0), (0, 0)):
             scale: Any = 1.0 / (self.kernel_size[0] * self.kernel_size[1])
-        else:
+        else:  # (OH, OW, 1): broadcasts over C in front and N behind
             scale = xp.asarray(self._inverse_counts(tuple(x.shape[2:]), pads, out),
-                               dtype=x.dtype, device=compat.device(x))
-        y = total * scale
+                               dtype=x.dtype, device=compat.device(x))[:, :, None]
+        y = win.to_nchw(total * scale, xp)
 
         def backprop(dy: Array) -> Array:
-            share = dy * scale
+            share = win.to_chwn(dy, xp) * scale
             dxpad = win.fold([share] * len(slices), slices, tuple(xpad.shape), xp, dy)
-            return win.crop_spatial(dxpad, pads, tuple(x.shape[2:]))
+            return win.to_nchw(win.crop_spatial(dxpad, pads, tuple(x.shape[2:])), xp)
 
         return y, backprop
 
