@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -28,20 +27,6 @@ from hypothesis import strategies as st
 from portanet import layers as L
 
 FD_TOL = 1e-6
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny ops on a shared 2-core machine: torch's spinning worker threads only slow them down
-    (measured 50x under load), so each test here runs torch single-threaded."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------

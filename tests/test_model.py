@@ -25,19 +25,6 @@ from portanet.model import Sequential
 FD_TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny ops on a shared 2-core machine: torch's spinning worker threads only slow them."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def rand(*shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape)
 
