@@ -203,7 +203,27 @@ class MultiStepDecay(Schedule):
 # ---------------------------------------------------------------------------------------------
 # Smooth decays
 # ---------------------------------------------------------------------------------------------
-class ExponentialDecay(Schedule):
+class _DecayOverTime(Schedule):
+    """What exponential and inverse-time decay share: eta_0, a rate, and the decay time
+    t / decay_steps (floored with ``staircase``, so the rate changes every decay_steps steps)."""
+
+    def __init__(self, initial_learning_rate: float, decay_rate: float, decay_steps: int = 1,
+                 staircase: bool = False):
+        self.initial_learning_rate = _rate("initial_learning_rate", initial_learning_rate)
+        self.decay_rate = _rate("decay_rate", decay_rate)
+        self.decay_steps = _positive_int("decay_steps", decay_steps)
+        self.staircase = bool(staircase)
+
+    def _decay_time(self, step: int) -> float:
+        return step // self.decay_steps if self.staircase else step / self.decay_steps
+
+    def _config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
+                "staircase": self.staircase}
+
+
+class ExponentialDecay(_DecayOverTime):
     """eta_t = eta_0 * rate^(t / decay_steps); with ``staircase`` the exponent is floored.
 
     With ``decay_steps=1`` this is ``torch.optim.lr_scheduler.ExponentialLR(gamma=rate)``.
@@ -213,24 +233,11 @@ class ExponentialDecay(Schedule):
         0.25
     """
 
-    def __init__(self, initial_learning_rate: float, decay_rate: float, decay_steps: int = 1,
-                 staircase: bool = False):
-        self.initial_learning_rate = _rate("initial_learning_rate", initial_learning_rate)
-        self.decay_rate = _rate("decay_rate", decay_rate)
-        self.decay_steps = _positive_int("decay_steps", decay_steps)
-        self.staircase = bool(staircase)
-
     def value(self, step):
-        p = step // self.decay_steps if self.staircase else step / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** p
-
-    def _config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
-                "staircase": self.staircase}
+        return self.initial_learning_rate * self.decay_rate ** self._decay_time(step)
 
 
-class InverseTimeDecay(Schedule):
+class InverseTimeDecay(_DecayOverTime):
     """eta_t = eta_0 / (1 + rate * t / decay_steps), the 1/t decay of stochastic approximation.
 
     Robbins & Monro (1951) need sum eta_t = inf and sum eta_t^2 < inf; 1/t decay has both.
@@ -242,21 +249,8 @@ class InverseTimeDecay(Schedule):
         0.25
     """
 
-    def __init__(self, initial_learning_rate: float, decay_rate: float, decay_steps: int = 1,
-                 staircase: bool = False):
-        self.initial_learning_rate = _rate("initial_learning_rate", initial_learning_rate)
-        self.decay_rate = _rate("decay_rate", decay_rate)
-        self.decay_steps = _positive_int("decay_steps", decay_steps)
-        self.staircase = bool(staircase)
-
     def value(self, step):
-        p = step // self.decay_steps if self.staircase else step / self.decay_steps
-        return self.initial_learning_rate / (1.0 + self.decay_rate * p)
-
-    def _config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
-                "staircase": self.staircase}
+        return self.initial_learning_rate / (1.0 + self.decay_rate * self._decay_time(step))
 
 
 class PolynomialDecay(Schedule):
