@@ -405,7 +405,7 @@ class Cyclical(Schedule):
         if self.mode == "triangular":
             amplitude = 1.0
         elif self.mode == "triangular2":
-            amplitude = 1.0 / 2.0 ** (cycle - 1)
+            amplitude = 0.5 ** (cycle - 1)  # 1 / 2**(cycle-1) would overflow past cycle 1024
         else:
             amplitude = self.gamma**step
         height = (self.max_learning_rate - self.base_learning_rate) * scale

@@ -253,6 +253,12 @@ def test_cyclical_stays_between_its_bounds(low, span, up, down, t, mode):
     assert s((up + down) * (t % 7)) == pytest.approx(low, rel=1e-9)  # each cycle starts low
 
 
+def test_triangular2_far_into_training_settles_at_the_base_rate():
+    """Cycle 5000 halves the amplitude 4999 times: the rate is the base rate (no overflow)."""
+    s = Cyclical(0.1, 1.0, 1, 1, mode="triangular2")
+    assert s(2 * 5000 - 1) == 0.1  # the peak of cycle 5000: 0.1 + 0.9 / 2**4999 == 0.1
+
+
 @settings(max_examples=25, deadline=None)
 @given(peak=rates, total=st.integers(10, 1000), pct=st.floats(0.05, 0.95), t=steps)
 def test_one_cycle_peaks_at_its_maximum(peak, total, pct, t):
