@@ -4,6 +4,7 @@
 file                   layers
 =====================  =========================================================
 ``base.py``            :class:`Layer`, :class:`Container`, the config registry
+``_weighted.py``       what Dense and Conv2D share: kernel, bias, initializers, regularizers
 ``dense.py``           :class:`Dense`
 ``conv.py``            :class:`Conv2D` (NCHW, strided slices + one matmul)
 ``pooling.py``         :class:`MaxPool2D`, :class:`AvgPool2D`, :class:`GlobalAvgPool2D`

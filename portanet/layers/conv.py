@@ -33,15 +33,14 @@ from typing import Any
 
 import array_api_compat as compat
 
-from .. import initializers, regularizers
 from .._typing import Array, Shape
 from . import _windows as win
-from .activation import activation_config, get_activation
-from .base import Layer, _positive_int, register
+from ._weighted import WeightedLayer
+from .base import _positive_int, register
 
 
 @register
-class Conv2D(Layer):
+class Conv2D(WeightedLayer):
     """2-D convolution (cross-correlation) over NCHW input, optionally followed by an activation.
 
     Args:
@@ -90,13 +89,8 @@ class Conv2D(Layer):
             self.padding: Any = padding.lower()
         else:
             self.padding = win.pair(padding, "padding", "Conv2D", 0)
-        self.use_bias = bool(use_bias)
-        self.activation = get_activation(activation)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.regularizers = {"kernel": regularizers.get(kernel_regularizer)}
-        if self.use_bias:
-            self.regularizers["bias"] = regularizers.get(bias_regularizer)
+        self._set_weights(activation, use_bias, kernel_initializer, bias_initializer,
+                          kernel_regularizer, bias_regularizer)
 
     def parameter_specs(self):
         kh, kw = self.kernel_size
@@ -194,11 +188,6 @@ class Conv2D(Layer):
             "stride": list(self.stride),
             "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
             "dilation": list(self.dilation),
-            "use_bias": self.use_bias,
-            "activation": activation_config(self.activation),
-            "kernel_initializer": self.kernel_initializer.get_config(),
-            "bias_initializer": self.bias_initializer.get_config(),
-            "kernel_regularizer": regularizers.serialize(self.regularizers["kernel"]),
-            "bias_regularizer": regularizers.serialize(self.regularizers.get("bias")),
+            **self._weights_config(),
             "name": self.name,
         }

@@ -22,14 +22,13 @@ from typing import Any
 
 import array_api_compat as compat
 
-from .. import initializers, regularizers
 from .._typing import Array, Shape
-from .activation import activation_config, get_activation
-from .base import Layer, _positive_int, register
+from ._weighted import WeightedLayer
+from .base import _positive_int, register
 
 
 @register
-class Dense(Layer):
+class Dense(WeightedLayer):
     """A fully connected layer, y = activation(x @ W + b).
 
     Args:
@@ -62,13 +61,8 @@ class Dense(Layer):
         super().__init__(name)
         self.in_features = _positive_int(in_features, "in_features", "Dense")
         self.out_features = _positive_int(out_features, "out_features", "Dense")
-        self.activation = get_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.regularizers = {"kernel": regularizers.get(kernel_regularizer)}
-        if self.use_bias:
-            self.regularizers["bias"] = regularizers.get(bias_regularizer)
+        self._set_weights(activation, use_bias, kernel_initializer, bias_initializer,
+                          kernel_regularizer, bias_regularizer)
 
     def parameter_specs(self):
         specs = {"kernel": ((self.in_features, self.out_features), self.kernel_initializer)}
@@ -125,11 +119,6 @@ class Dense(Layer):
         return {
             "in_features": self.in_features,
             "out_features": self.out_features,
-            "activation": activation_config(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_initializer.get_config(),
-            "bias_initializer": self.bias_initializer.get_config(),
-            "kernel_regularizer": regularizers.serialize(self.regularizers["kernel"]),
-            "bias_regularizer": regularizers.serialize(self.regularizers.get("bias")),
+            **self._weights_config(),
             "name": self.name,
         }
