@@ -48,9 +48,10 @@ def asarray(obj: Any, dtype: Any = None, device: Any = None, *,
     Returns:
         An array of the backend's namespace, on its device.
     """
-    target = make_backend(backend, device) if backend is not None else get_backend()
-    if device is not None and backend is None:
-        target = make_backend(target.name, device)
+    if backend is None and device is None:
+        target = get_backend()
+    else:
+        target = make_backend(backend or get_backend().name, device)
     try:
         source = adapter_of(obj)
     except TypeError:

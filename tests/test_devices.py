@@ -101,3 +101,14 @@ def test_mixing_devices_is_an_error_naming_both():
 def test_non_array_input_to_device_helpers():
     with pytest.raises(TypeError, match="received builtins.list.*pn.asarray"):
         pn.to_numpy([1, 2])
+
+
+def test_asarray_with_explicit_backend_and_device():
+    active = pn.get_backend()
+    x = pn.asarray([1.0, 2.0], dtype="float32", backend="array_api_strict", device="device1")
+    assert pn.device_of(x) == "device1" and pn.get_backend() == active  # nothing switched
+    with pn.use_backend("array_api_strict"):
+        y = pn.asarray([1.0], device="device2")  # the active backend, another of its devices
+    assert pn.device_of(y) == "device2"
+    with pytest.raises(pn.DeviceError, match="no device 'device9'"):
+        pn.asarray([1.0], backend="array_api_strict", device="device9")
