@@ -28,8 +28,11 @@ file, contiguous and non-overlapping, byte counts equal to shape x dtype size, n
 bytes); then portanet's: unique names, exactly the metadata keys above, parseable JSON, the
 format and version, tensor names that match the name lists and the optimizer references (no
 missing or unknown entries), and the checksum (which catches a flipped bit anywhere). Loading a
-model also builds the architecture from known layer classes and checks that every parameter's
-name and shape match it. Any failure raises :class:`CheckpointError`, saying what is wrong.
+model then reads every parameter's and buffer's name and shape from the architecture without
+building anything (leaf layers unbuilt, containers such as a nested Sequential read from their
+configs, at any depth) and checks them against the tensors, so a file that claims huge layers
+is refused before they are allocated; only then does it build the model from known layer
+classes. Any failure raises :class:`CheckpointError`, saying what is wrong.
 
 Example:
     >>> import portanet as pn
@@ -46,7 +49,7 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -467,6 +470,14 @@ def _place(arrays: Mapping[str, np.ndarray], backend: Backend,
     return out
 
 
+@dataclass
+class _Shape:
+    """A shape the architecture declares, and the class of the layer that declares it."""
+
+    shape: tuple[int, ...]
+    layer: str = ""
+
+
 def _check_against(path: Any, what: str, stored: Mapping[str, np.ndarray],
                    expected: Mapping[str, Any], own_architecture: bool = True) -> None:
     """Names and shapes of ``stored`` equal those of the model's ``expected`` arrays.
@@ -476,7 +487,11 @@ def _check_against(path: Any, what: str, stored: Mapping[str, np.ndarray],
     """
     def fail(problem: str) -> CheckpointError:
         if own_architecture:
-            return _fail(path, problem)
+            return _fail(path, f"{problem} The file's tensors and its own architecture "
+                               "disagree, so it is not as pn.save wrote it (edited, or made by "
+                               "other software). Save the model again, or build the "
+                               "architecture in code and read only the tensors with "
+                               "model.load_weights(path).")
         return CheckpointError(f"{os.fspath(path)!s} does not fit this model: {problem} Build "
                                "the model it was saved from, or use pn.load(path) for a full "
                                "checkpoint.")
@@ -486,10 +501,12 @@ def _check_against(path: Any, what: str, stored: Mapping[str, np.ndarray],
     if missing or unknown:
         raise fail(f"its {what} do not match the model: missing {missing}, unknown {unknown}.")
     for name, a in stored.items():
-        want = tuple(expected[name].shape)
+        spec = expected[name]
+        want = tuple(spec.shape)
         if tuple(a.shape) != want:
+            declared = f" (declared by a {spec.layer})" if isinstance(spec, _Shape) else ""
             raise fail(f"{what[:-1]} {name!r} has shape {tuple(a.shape)} in the file but {want} "
-                       "in the model.")
+                       f"in the model{declared}.")
 
 
 def load_weights(model: Any, path: str | os.PathLike) -> Any:
@@ -518,27 +535,92 @@ def _move_state(node: Any, backend: Backend) -> Any:
     return node
 
 
-@dataclass
-class _Shape:
-    shape: tuple[int, ...]
+def _sequential_children(config: dict) -> list[tuple[str, Any]]:
+    layers = config.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError("a Sequential config needs a 'layers' list.")
+    return [(str(i), child) for i, child in enumerate(layers)]
 
 
-def _architecture_shapes(path: Any, architecture: dict) -> dict[str, dict[str, tuple]]:
-    """Parameter and buffer shapes the architecture declares, read from unbuilt layers."""
+def _residual_children(config: dict) -> list[tuple[str, Any]]:
+    if "block" not in config:
+        raise ValueError("a Residual config needs a 'block' layer config.")
+    return [("block", config["block"])]
+
+
+def _children_reader(cls: type) -> Callable[[dict], list[tuple[str, Any]]] | None:
+    """How to list the children of container class ``cls`` from its config; None if unknown.
+
+    Each reader mirrors its class's ``from_config`` and names the children as its
+    ``children()`` does, so the dotted names match those of the built model.
+    """
+    from .layers.residual import Residual
+    from .model import Sequential
+
+    return {Sequential: _sequential_children, Residual: _residual_children}.get(cls)
+
+
+def _registered_class(config: Any) -> type | None:
+    """The registered layer class a layer config names, or None (``deserialize`` says why)."""
+    from . import model  # noqa: F401  (registers Sequential, as deserialize does)
+    from .layers.base import _REGISTRY
+
+    name = config.get("class_name") if isinstance(config, dict) else None
+    return _REGISTRY.get(name) if isinstance(name, str) else None
+
+
+def _declared_leaves(config: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(dotted prefix, unbuilt leaf layer) for every leaf in a layer config, at any depth.
+
+    Containers are never constructed here: a Sequential builds (allocates) its layers as soon
+    as it exists, so constructing one from a hostile file would allocate whatever the file
+    claims before any check. Their children are read from their configs instead. Leaf layers
+    are constructed, which only records their arguments; ``build`` is what allocates.
+    """
     from .layers.base import deserialize
 
-    layer_configs = architecture.get("layers")
-    if not isinstance(layer_configs, list):
-        raise _fail(path, "its architecture has no 'layers' list.")
-    shapes: dict[str, dict[str, tuple]] = {"parameters": {}, "buffers": {}}
+    where = prefix[:-1]
+    cls = _registered_class(config)
+    if cls is None or not cls.is_container:
+        try:
+            return [(prefix, deserialize(config))]
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"layer {where!r}: {err}") from None
+    read = _children_reader(cls)
+    if read is None:
+        raise ValueError(f"layer {where!r} is a {cls.__name__}, a container whose parameter "
+                         "shapes cannot be read without building it (pn.load reads those of "
+                         "Sequential and Residual). Build the model in code and call "
+                         "model.load_weights(path).")
+    inner = config.get("config", {})
+    if not isinstance(inner, dict):
+        raise ValueError(f"layer {where!r}: the config of a {cls.__name__} must be a JSON "
+                         "object.")
     try:
-        for i, config in enumerate(layer_configs):
-            layer = deserialize(config)
-            for prefix, leaf in layer.named_leaves(f"{i}."):
-                for key, (shape, _) in leaf.parameter_specs().items():
-                    shapes["parameters"][prefix + key] = tuple(shape)
-                for key, (shape, _) in leaf.buffer_specs().items():
-                    shapes["buffers"][prefix + key] = tuple(shape)
+        children = read(inner)
+    except ValueError as err:
+        raise ValueError(f"layer {where!r}: {err}") from None
+    return [leaf for child, child_config in children
+            for leaf in _declared_leaves(child_config, f"{prefix}{child}.")]
+
+
+def _architecture_shapes(path: Any, architecture: dict) -> dict[str, dict[str, _Shape]]:
+    """Parameter and buffer shapes the architecture declares, read without building anything.
+
+    Names are dotted as in the built model ("0.kernel", "1.block.0.bias"), at any depth.
+    """
+    if not isinstance(architecture.get("layers"), list):
+        raise _fail(path, "its architecture has no 'layers' list.")
+    shapes: dict[str, dict[str, _Shape]] = {"parameters": {}, "buffers": {}}
+    try:
+        leaves = [leaf for child, config in _sequential_children(architecture)
+                  for leaf in _declared_leaves(config, f"{child}.")]
+        for prefix, leaf in leaves:
+            kind = type(leaf).__name__
+            for key, (shape, _) in leaf.parameter_specs().items():
+                shapes["parameters"][prefix + key] = _Shape(tuple(shape), kind)
+            for key, (shape, _) in leaf.buffer_specs().items():
+                shapes["buffers"][prefix + key] = _Shape(tuple(shape), kind)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
         raise _fail(path, f"its architecture cannot be built: {err}") from None
     return shapes
@@ -547,9 +629,14 @@ def _architecture_shapes(path: Any, architecture: dict) -> dict[str, dict[str, t
 def load(path: str | os.PathLike, backend: str | None = None, device: Any = None) -> Any:
     """Rebuild a saved model on ``backend`` and ``device`` (the active backend when None).
 
-    The architecture is built from its JSON (known layer classes only), the parameters, buffers
-    and optimizer state are checked against it and placed on the device. The epoch count saved
-    with the model is available as ``model.epoch``.
+    The parameters' and buffers' names and shapes are checked against the architecture before
+    anything is built; then the architecture is built from its JSON (known layer classes only),
+    and the parameters, buffers and optimizer state are placed on the device. The epoch count
+    saved with the model is available as ``model.epoch``.
+
+    Containers inside the model are read from their configs, so only those whose configs
+    portanet can read (Sequential, Residual) load this way; for a model with a custom container
+    class, build it in code and call ``model.load_weights(path)``.
 
     Raises:
         CheckpointError: the file is invalid or does not match its own architecture.
@@ -566,11 +653,12 @@ def load(path: str | os.PathLike, backend: str | None = None, device: Any = None
         target = active if device is None else make_backend(active.name, device)
     else:
         target = make_backend(backend, device)
-    # Shapes first, from the unbuilt layers: a hostile architecture that asks for huge
-    # parameters is refused before anything is allocated.
+    # Shapes first, from the configs (nested containers included) and unbuilt leaf layers: a
+    # hostile architecture that asks for huge parameters is refused before anything is
+    # allocated.
     specs = _architecture_shapes(path, ckpt.architecture)
     for what, stored in (("parameters", ckpt.parameters), ("buffers", ckpt.buffers)):
-        _check_against(path, what, stored, {k: _Shape(v) for k, v in specs[what].items()})
+        _check_against(path, what, stored, specs[what])
     with use_backend(target.name, target.device):
         try:
             model = Sequential.from_config(ckpt.architecture)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import safetensors.numpy
 
 import portanet as pn
 from portanet import data, io, layers, optimizers
+from portanet.layers import base
 from portanet.model import Sequential
 
 X, Y = data.make_spiral(n_samples=40, seed=0)
@@ -320,7 +322,8 @@ def test_contents_that_contradict_the_architecture(tmp_path):
                            r"\(2, 16\)"),
              (missing, r"missing \['2.bias'\]"),
              (unknown, r"unknown \['9.kernel'\]"),
-             (hostile_class, "architecture cannot be built: unknown layer class 'os.system'"),
+             (hostile_class, "architecture cannot be built: layer '0': unknown layer class "
+                             "'os.system'"),
              (bad_config, "architecture cannot be built"),
              (allocation_bomb, r"parameter '0.kernel' has shape \(2, 16\) in the file but "
                                r"\(2, 1000000\)")]
@@ -373,3 +376,141 @@ def test_unknown_tensor_entry(good_file, tmp_path):
     safetensors.numpy.save_file(tensors, str(path), metadata=meta)
     with pytest.raises(io.CheckpointError, match="unknown tensor 'evil/payload'"):
         io.read_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested containers: checked at every depth, before anything is built
+# ---------------------------------------------------------------------------------------------
+def _nested_model(dtype="float32", seed=0):
+    """Containers inside containers: a Sequential, a Residual whose block (a list, so a
+    Sequential) holds another Sequential, and a Residual around a single layer."""
+    return Sequential([
+        layers.Dense(2, 8, activation="tanh"),
+        Sequential([layers.Dense(8, 8), layers.BatchNorm(8)]),
+        layers.Residual([layers.Dense(8, 8, activation="relu"), Sequential([layers.Dense(8, 8)])]),
+        layers.Residual(layers.Dense(8, 8)),
+        layers.Dense(8, 3),
+    ], loss="softmax_cross_entropy", optimizer=optimizers.Adam(0.01), seed=seed, dtype=dtype)
+
+
+# The names the documented scheme gives (index or "block", then the parameter), written out.
+NESTED_PARAMETERS = ["0.kernel", "0.bias", "1.0.kernel", "1.0.bias", "1.1.gamma", "1.1.beta",
+                     "2.block.0.kernel", "2.block.0.bias", "2.block.1.0.kernel",
+                     "2.block.1.0.bias", "3.block.kernel", "3.block.bias", "4.kernel", "4.bias"]
+NESTED_BUFFERS = ["1.1.running_mean", "1.1.running_var"]
+
+
+def _layer_config(architecture, *path):
+    """The config of the layer at ``path`` ("1", "block", "0", ...) inside ``architecture``."""
+    config = architecture
+    for step in path:
+        config = config["block"] if step == "block" else config["layers"][int(step)]
+        config = config["config"]
+    return config
+
+
+class _Built(Exception):
+    """Raised by the patched build methods: something was built that should not have been."""
+
+
+def _forbid_building(monkeypatch):
+    """Make every build (leaf or container) raise, so a test sees whether load got that far."""
+    def build(self, *args, **kwargs):
+        raise _Built(f"{type(self).__name__} was built")
+
+    monkeypatch.setattr(base.Layer, "build", build)
+    monkeypatch.setattr(base.Container, "build", build)
+
+
+def _forged_nested(tmp_path, edit):
+    """A consistent, correctly checksummed file of ``_nested_model`` whose architecture
+    ``edit`` changed after the tensors were taken."""
+    with pn.use_backend("numpy"):
+        model = _nested_model()
+    ckpt = io.Checkpoint("model", _params(model), _buffers(model), model.get_config(), None, 0)
+    edit(ckpt.architecture)
+    return io.write_checkpoint(tmp_path / "nested.safetensors", ckpt)
+
+
+def test_nested_model_round_trips_exactly(backend, tmp_path):
+    model = _nested_model()
+    model.fit(X, Y, epochs=1, batch_size=20, verbose=0, seed=0)  # weights unlike a fresh build
+    assert list(model.parameters()) == NESTED_PARAMETERS
+    assert list(model.buffers()) == NESTED_BUFFERS
+    path = model.save(tmp_path / "nested.safetensors")
+    restored = io.load(path, backend=backend.name, device=backend.device)
+    _assert_same_model(model, restored)
+    assert restored.epoch == 1 and restored.optimizer.iterations == 2
+    for p in restored.parameters().values():
+        assert pn.device_of(p) == pn.device_of(model.parameters()["0.kernel"])
+    x = backend.asarray(X, dtype="float32")
+    np.testing.assert_array_equal(pn.to_numpy(restored.predict(x)), pn.to_numpy(model.predict(x)))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    # 2.block.1.0 is three containers deep; Dense(5, 8) declares a (5, 8) kernel, not (8, 8)
+    pytest.param(lambda a: _layer_config(a, "2", "block", "1", "0").update(in_features=5),
+                 r"parameter '2\.block\.1\.0\.kernel' has shape \(8, 8\) in the file but "
+                 r"\(5, 8\) in the model \(declared by a Dense\)\. .*Save the model again",
+                 id="shape-3-deep"),
+    pytest.param(lambda a: _layer_config(a, "1", "1").update(num_features=4),
+                 r"parameter '1\.1\.gamma' has shape \(8,\) in the file but \(4,\)",
+                 id="shape-in-sequential"),
+    pytest.param(lambda a: _layer_config(a, "3", "block").update(use_bias=False),
+                 r"missing \[\], unknown \['3\.block\.bias'\]", id="names-in-residual"),
+    pytest.param(lambda a: _layer_config(a, "1")["layers"].append(
+                     {"class_name": "Dense", "config": {"in_features": 8, "out_features": 8}}),
+                 r"missing \['1\.2\.bias', '1\.2\.kernel'\], unknown \[\]", id="extra-layer"),
+    pytest.param(lambda a: _layer_config(a, "2", "block").update(layers="Dense"),
+                 r"layer '2\.block': a Sequential config needs a 'layers' list",
+                 id="no-layers-list"),
+    pytest.param(lambda a: _layer_config(a, "3").pop("block"),
+                 r"layer '3': a Residual config needs a 'block' layer config", id="no-block"),
+    pytest.param(lambda a: _layer_config(a, "2", "block", "1")["layers"][0].update(
+                     class_name="os.system"),
+                 r"layer '2\.block\.1\.0': unknown layer class 'os\.system'",
+                 id="unknown-class-3-deep"),
+])
+def test_nested_architecture_that_contradicts_the_tensors(tmp_path, monkeypatch, edit, message):
+    """Refused with what is wrong and where, before any layer is built."""
+    path = _forged_nested(tmp_path, edit)
+    _forbid_building(monkeypatch)
+    with pytest.raises(io.CheckpointError, match=f"not a valid portanet checkpoint: .*{message}"):
+        io.load(path, backend="numpy")
+
+
+def test_nested_allocation_bomb_is_refused_before_allocating(tmp_path):
+    """A Dense three containers deep claims 8 x 1,000,000 (64 MB as the float64 draws, 32 MB as
+    float32); the file holds 8 x 8. Loading must stay far below that."""
+    def bomb(architecture):
+        _layer_config(architecture, "2", "block", "1", "0").update(out_features=1_000_000)
+
+    path = _forged_nested(tmp_path, bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(io.CheckpointError, match=r"'2\.block\.1\.0\.kernel' has shape "
+                                                     r"\(8, 8\) in the file but \(8, 1000000\)"):
+            io.load(path, backend="numpy")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"loading allocated {peak:,} bytes before refusing the file"
+
+
+def test_custom_container_is_refused_and_load_weights_is_the_way(tmp_path, monkeypatch):
+    """A registered container portanet cannot read from its config is never built by load."""
+    class Block(Sequential):
+        pass
+
+    monkeypatch.setitem(base._REGISTRY, "Block", Block)  # registered for this test only
+    with pn.use_backend("numpy"):
+        model = Sequential([layers.Dense(2, 4), Block([layers.Dense(4, 3)])], seed=0)
+        path = model.save(tmp_path / "custom.safetensors")
+        with monkeypatch.context() as patch:
+            _forbid_building(patch)
+            with pytest.raises(io.CheckpointError, match=r"layer '1' is a Block, a container "
+                                                         r".*model\.load_weights\(path\)"):
+                io.load(path)
+        fresh = Sequential([layers.Dense(2, 4), Block([layers.Dense(4, 3)])], seed=1)
+        fresh.load_weights(path)
+    _assert_same_model(model, fresh)
