@@ -149,8 +149,14 @@ def available_backends() -> list[str]:
     return found
 
 
+_ADAPTER_OF_TYPE: dict[type, Adapter] = {}  # array type -> adapter, filled as types are seen
+
+
 def adapter_of(x: Any) -> Adapter:
     """The adapter of the library that ``x`` belongs to."""
+    known = _ADAPTER_OF_TYPE.get(type(x))
+    if known is not None:  # the hot path: one dict lookup per call
+        return known
     import array_api_compat as compat
 
     checks = (
@@ -162,6 +168,7 @@ def adapter_of(x: Any) -> Adapter:
     )
     for name, is_kind in checks:
         if is_kind(x):
+            _ADAPTER_OF_TYPE[type(x)] = ADAPTERS[name]
             return ADAPTERS[name]
     raise TypeError(f"expected an array of one of {list(BACKEND_NAMES)}, received "
                     f"{type(x).__module__}.{type(x).__name__}. Convert it with pn.asarray(...).")

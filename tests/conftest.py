@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # so tests can `from helpers impo
 
 import portanet as pn
 from portanet.backends import ADAPTERS
+from portanet.fused import KERNELS
 
 
 def _installed(module: str) -> bool:
@@ -112,3 +113,12 @@ def backend(request):
     case = BackendCase(*request.param)
     with pn.use_backend(case.name, case.device):
         yield case
+
+
+@pytest.fixture
+def portable_kernels(monkeypatch):
+    """Switch every adapter's fused kernels off: portanet/fused.py then runs its portable forms
+    (for tests that compare code paths bit for bit, which a fused multiply-add would not be)."""
+    for adapter in ADAPTERS.values():
+        for kernel in KERNELS:
+            monkeypatch.setattr(type(adapter), kernel, None)

@@ -206,7 +206,9 @@ def portable_trajectory(case, backend) -> list[dict[str, np.ndarray]]:
     (several tests compare against it; recomputing it would double their cost)."""
     key = (backend.id, case.id)
     if key not in _PORTABLE:
-        _PORTABLE[key], _ = run_trajectory(case.make(), backend)
+        portable = case.make()
+        portable.inplace = False
+        _PORTABLE[key], _ = run_trajectory(portable, backend)
     return _PORTABLE[key]
 
 
@@ -229,12 +231,13 @@ def assert_state_on_backend(opt, case, dtype):
 
 @pytest.mark.parametrize("case", TORCH_CASES, ids=[c.id for c in TORCH_CASES])
 def test_trajectory_matches_torch(backend, case):
-    """100 steps reproduce torch.optim's parameters at every step (float64, rtol 1e-10);
-    the state stays on the parameters' device and dtype."""
+    """100 steps of the default (in-place) path reproduce torch.optim's parameters at every step
+    (float64, rtol 1e-10); the state stays on the parameters' device and dtype."""
     expected = torch_trajectory(case.id)
     opt = case.make()
     got, params = run_trajectory(opt, backend)
-    _PORTABLE[(backend.id, case.id)] = got
+    if backend.name == "jax":  # the default path is the portable one only where arrays are
+        _PORTABLE[(backend.id, case.id)] = got  # immutable: elsewhere it runs in place
     assert_trajectories_close(got, expected, rtol=1e-10, what=case.id)
     for n, v in params.items():
         assert_matches(v, expected[-1][n], backend, "float64")
@@ -311,7 +314,8 @@ NUMPY_CASES = [
 def test_trajectory_matches_numpy_transcription(backend, case_id, make, reference):
     opt = make()
     got, _ = run_trajectory(opt, backend)
-    _PORTABLE[(backend.id, case_id)] = got
+    if backend.name == "jax":  # as above: only JAX's default path is the portable one
+        _PORTABLE[(backend.id, case_id)] = got
     assert_trajectories_close(got, reference(), rtol=1e-10)
     assert_state_on_backend(opt, backend, "float64")
 
@@ -335,8 +339,9 @@ INPLACE_CASES = [c for c in TORCH_CASES if c.id in INPLACE_IDS] + [
 
 
 @pytest.mark.parametrize("case", INPLACE_CASES, ids=[c.id for c in INPLACE_CASES])
-def test_inplace_path_is_bit_identical_to_the_portable_path(backend, case):
-    """Same arithmetic, same order: the trajectories agree exactly (on JAX both are portable)."""
+def test_inplace_path_is_bit_identical_to_the_portable_path(backend, case, portable_kernels):
+    """Same arithmetic, same order: the trajectories agree exactly (on JAX both are portable).
+    The libraries' fused multiply-add kernels are off here; the next test covers them."""
     portable = portable_trajectory(case, backend)
     fast = case.make()
     fast.inplace = True
@@ -345,6 +350,18 @@ def test_inplace_path_is_bit_identical_to_the_portable_path(backend, case):
         np.testing.assert_array_equal(np.stack([s[n] for s in got]),
                                       np.stack([s[n] for s in portable]), err_msg=case.id)
     assert_state_on_backend(fast, backend, "float64")
+
+
+@pytest.mark.parametrize("case", INPLACE_CASES, ids=[c.id for c in INPLACE_CASES])
+def test_inplace_path_with_fused_kernels_follows_the_portable_path(backend, case):
+    """With torch's add_ (one rounding instead of two per update) the 100-step
+    float64 trajectories stay within 1e-13 of the portable ones, relative to the largest value
+    (measured: at most 5.4e-16; the other backends have no fused kernel and agree exactly)."""
+    portable = portable_trajectory(case, backend)
+    fast = case.make()
+    fast.inplace = True
+    got, _ = run_trajectory(fast, backend)
+    assert_trajectories_close(got, portable, rtol=1e-13)
 
 
 def test_inplace_path_writes_into_params_and_state_never_into_gradients(backend):
@@ -499,15 +516,32 @@ def test_adaptive_methods_are_invariant_to_the_gradient_scale(scale, seed):
 # ---------------------------------------------------------------------------------------------
 # The step's contract
 # ---------------------------------------------------------------------------------------------
-def test_step_returns_new_arrays_and_leaves_inputs_alone(backend):
+def test_portable_step_returns_new_arrays_and_leaves_inputs_alone(backend):
     params = {n: backend.asarray(v, "float64") for n, v in INITIAL.items()}
     before = {n: pn.to_numpy(v).copy() for n, v in params.items()}
     grads = {n: backend.asarray(v, "float64") for n, v in GRADS[0].items()}
-    new = Adam(0.1).step(params, grads)
+    new = Adam(0.1, inplace=False).step(params, grads)
     assert new is not params
     for n in params:
         np.testing.assert_array_equal(pn.to_numpy(params[n]), before[n])
         assert not np.array_equal(pn.to_numpy(new[n]), before[n])
+
+
+def test_default_step_updates_writeable_parameters_in_place(backend):
+    """Like torch.optim and Keras: the parameter arrays themselves move (JAX's cannot: new ones)."""
+    params = {n: backend.asarray(v, "float64") for n, v in INITIAL.items()}
+    grads = {n: backend.asarray(v, "float64") for n, v in GRADS[0].items()}
+    opt = SGD(0.5)
+    assert opt.inplace
+    new = opt.step(params, grads)
+    for n in params:
+        expected = INITIAL[n] - 0.5 * GRADS[0][n]
+        np.testing.assert_allclose(pn.to_numpy(new[n]), expected, rtol=1e-15)
+        if backend.name == "jax":
+            assert new[n] is not params[n]
+        else:
+            assert new[n] is params[n]
+            np.testing.assert_allclose(pn.to_numpy(params[n]), expected, rtol=1e-15)
 
 
 def test_parameter_without_gradient_is_kept_and_its_state_untouched(backend):
@@ -559,7 +593,7 @@ ALL_CASES = [*[c for c in TORCH_CASES if c.torch_scheduler is None][::4],
 def test_state_dict_round_trip_through_numpy_and_json(backend, case):
     """Save after 50 steps (arrays to NumPy, config to JSON), rebuild, load, run 50 more: the
     result is bit-identical to 100 uninterrupted steps."""
-    straight = portable_trajectory(case, backend)
+    straight, _ = run_trajectory(case.make(), backend)
     first = case.make()
     _, params = run_trajectory(first, backend, grads=GRADS[:50])
     saved = first.state_dict()
@@ -572,7 +606,7 @@ def test_state_dict_round_trip_through_numpy_and_json(backend, case):
     rest = []
     for g in GRADS[50:]:
         params = second.step(params, {n: backend.asarray(v, "float64") for n, v in g.items()})
-        rest.append({n: pn.to_numpy(v) for n, v in params.items()})
+        rest.append({n: np.array(pn.to_numpy(v)) for n, v in params.items()})  # a snapshot
     for n in SHAPES:
         np.testing.assert_array_equal(np.stack([s[n] for s in rest]),
                                       np.stack([s[n] for s in straight[50:]]))

@@ -3,12 +3,18 @@
 An adapter knows how to import its library, list and parse its devices, make an on-device random
 generator, compute ``erf`` natively where the library has it, bring an array to the host as NumPy,
 and wait for queued device work (``synchronize``). Everything else is plain array API code.
+
+An adapter may also offer *fused kernels*: one library call for an expression that the portable
+code writes as several array operations (torch's ``threshold_backward`` for ReLU's backward).
+``portanet/fused.py`` holds the portable form of each, calls the adapter's kernel where there is
+one, and the tests compare the two.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._typing import Array, Device, Namespace
@@ -89,6 +95,15 @@ class Adapter:
     def erf(self, x: Array) -> Array:
         """Native ``erf``; only called when ``erf_native`` is True."""
         raise NotImplementedError
+
+    # -- fused kernels (optional; None: fused.py's portable form runs) -----------------------
+    relu: ClassVar[Callable[[Array], Array] | None] = None
+    """``x -> max(x, 0)``."""
+    relu_backward: ClassVar[Callable[[Array, Array], Array] | None] = None
+    """``(dy, y) -> dy where y > 0, else 0`` (``y`` is relu's output)."""
+    add_scaled_: ClassVar[Callable[[Array, Array, float], Array | None] | None] = None
+    """``(p, d, alpha)``: ``p <- p + alpha * d`` written into the writeable ``p``; returns
+    ``p``, or None where it cannot take these arrays (then the portable form runs)."""
 
     def synchronize(self, device: Device) -> None:
         """Wait until all work queued on ``device`` has finished (no-op on the host)."""

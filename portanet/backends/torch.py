@@ -1,10 +1,13 @@
 """PyTorch tensors as arrays: devices ``cpu`` and ``cuda:N``.
 
 Uses ``array_api_compat.torch`` as the namespace (torch's own functions differ from the standard
-in names and promotion rules), and torch's native generator and ``erf``.
+in names and promotion rules), torch's native generator and ``erf``, and the fused kernels that
+torch's own autograd and optimizers use for ReLU and SGD (see ``portanet/fused.py``).
 """
 
 from __future__ import annotations
+
+import functools
 
 from ._adapter import Adapter
 
@@ -74,6 +77,21 @@ class TorchAdapter(Adapter):
 
     def erf(self, x):
         return self.library().special.erf(x)
+
+    # -- fused kernels: the calls nn.ReLU, its autograd node and torch.optim.SGD make ----------
+    @functools.cached_property
+    def _torch(self):
+        return self.library()
+
+    def relu(self, x):
+        return self._torch.relu(x)
+
+    def relu_backward(self, dy, y):
+        # The kernel ReLU's autograd node runs: dy where y > threshold, else 0, in one pass.
+        return self._torch.ops.aten.threshold_backward(dy, y, 0.0)
+
+    def add_scaled_(self, p, d, alpha):
+        return p.add_(d, alpha=alpha)
 
     def synchronize(self, device):
         torch = self.library()

@@ -298,6 +298,10 @@ class Layer:
                                 "another backend or device. Move it with pn.to_backend first.")
         for full, value in values.items():
             leaf, key = slots[full]
+            if compat.is_writeable_array(value):
+                # The layer owns its arrays: the optimizer updates them in place, and that must
+                # not reach the caller's array (or a callback's snapshot).
+                value = compat.array_namespace(value).asarray(value, copy=True)
             getattr(leaf, kind)[key] = value
 
     @property
@@ -370,7 +374,9 @@ class Container(Layer):
         return self.named_buffers()
 
     def set_parameters(self, values: dict[str, Array]) -> None:
-        """Replace some or all parameters by name (shapes, dtypes and devices checked)."""
+        """Replace some or all parameters by name (shapes, dtypes and devices checked).
+
+        The layer keeps copies: training updates its parameters in place, never ``values``."""
         self.set_named_parameters(values)
 
     def set_buffers(self, values: dict[str, Array]) -> None:

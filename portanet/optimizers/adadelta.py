@@ -34,7 +34,7 @@ class AdaDelta(Optimizer):
     def __init__(self, learning_rate: LearningRate = 1.0, *, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = False):
+                 inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.rho = check_beta("rho", rho)

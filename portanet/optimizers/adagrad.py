@@ -36,7 +36,7 @@ class AdaGrad(Optimizer):
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10,
                  weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = False):
+                 inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.lr_decay = check_non_negative("lr_decay", lr_decay)

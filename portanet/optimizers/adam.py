@@ -7,6 +7,7 @@ from typing import Any
 
 import array_api_compat as compat
 
+from .. import fused
 from .._typing import Array
 from .base import LearningRate, Optimizer, check_beta, check_non_negative
 
@@ -45,7 +46,7 @@ class Adam(Optimizer):
                  beta_2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False,
                  weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = False):
+                 inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.beta_1 = check_beta("beta_1", beta_1)
@@ -75,7 +76,7 @@ class Adam(Optimizer):
         b1, b2 = self.beta_1, self.beta_2
         m, v = slots["exp_avg"], slots["exp_avg_sq"]
         m *= b1
-        m += (1.0 - b1) * g
+        m = fused.add_scaled_(m, g, 1.0 - b1)
         g2 = g * g
         g2 *= 1.0 - b2
         v *= b2
@@ -114,7 +115,7 @@ class AdamW(Adam):
                  beta_2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False,
                  weight_decay: float = 1e-2, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = False):
+                 inplace: bool = True):
         super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, eps=eps, amsgrad=amsgrad,
                          weight_decay=weight_decay, clip_value=clip_value, clip_norm=clip_norm,
                          global_clip_norm=global_clip_norm, inplace=inplace)

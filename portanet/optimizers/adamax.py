@@ -33,7 +33,7 @@ class Adamax(Optimizer):
     def __init__(self, learning_rate: LearningRate = 2e-3, *, beta_1: float = 0.9,
                  beta_2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None,
-                 global_clip_norm: float | None = None, inplace: bool = False):
+                 global_clip_norm: float | None = None, inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.beta_1 = check_beta("beta_1", beta_1)

@@ -41,7 +41,7 @@ class NAdam(Optimizer):
                  beta_2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None,
-                 global_clip_norm: float | None = None, inplace: bool = False):
+                 global_clip_norm: float | None = None, inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.beta_1 = check_beta("beta_1", beta_1)

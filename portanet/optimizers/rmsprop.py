@@ -40,7 +40,7 @@ class RMSProp(Optimizer):
                  momentum: float = 0.0, centered: bool = False, eps: float = 1e-8,
                  weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = False):
+                 inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.rho = check_beta("rho", rho)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import fused
 from .._typing import Array
 from .base import LearningRate, Optimizer, check_beta, check_non_negative
 
@@ -55,7 +56,7 @@ class SGD(Optimizer):
                  momentum_form: str = "classical", nesterov: bool = False,
                  dampening: float = 0.0, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None,
-                 global_clip_norm: float | None = None, inplace: bool = False):
+                 global_clip_norm: float | None = None, inplace: bool = True):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
                          clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
         self.momentum = check_beta("momentum", momentum)
@@ -100,14 +101,14 @@ class SGD(Optimizer):
         v = slots["momentum_buffer"]
         if self.momentum_form == "average":
             v *= mu
-            v += (1.0 - mu) * g
+            v = fused.add_scaled_(v, g, 1.0 - mu)
             direction = (1.0 - mu) * g + mu * v if self.nesterov else v
         else:
             if first:
                 v = g * 1.0
             else:
                 v *= mu
-                v += (1.0 - self.dampening) * g
+                v = fused.add_scaled_(v, g, 1.0 - self.dampening)
             direction = g + mu * v if self.nesterov else v
         return direction, {"momentum_buffer": v}
 
