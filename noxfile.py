@@ -74,5 +74,4 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".[docs,test]")
     session.run("python", "-m", "pytest", "--doctest-modules", "portanet", "-p", "no:cacheprovider",
                 "--ignore=portanet/cli.py")
-    # not --strict: mkdocs-autorefs reads list outputs of doctest examples as link targets
-    session.run("mkdocs", "build", "-f", "docs/mkdocs.yml", "-d", "../site")
+    session.run("mkdocs", "build", "--strict", "-f", "docs/mkdocs.yml", "-d", "../site")

@@ -20,7 +20,7 @@ with ``torch.autograd`` everywhere: ``relu_derivative(0) = 0``, ``relu6_derivati
 and 6, ``hard_sigmoid_derivative`` is 0 at +-3, ``leaky_relu_derivative(0) = alpha``,
 ``elu_derivative(0) = alpha``, ``hard_swish_derivative(-3) = -0.5`` and ``(3) = 1.5``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet import activations
     >>> x = np.asarray([-1.0, 0.5, 2.0])
@@ -104,7 +104,7 @@ def identity(x: Array) -> Array:
 
     Formula: f(x) = x;  f'(x) = 1.  Range: (-inf, inf).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> identity(np.asarray([-1.0, 2.0])).tolist()
         [-1.0, 2.0]
@@ -115,7 +115,7 @@ def identity(x: Array) -> Array:
 def identity_derivative(x: Array) -> Array:
     """Derivative of :func:`identity`: 1 everywhere (same shape, dtype and device as ``x``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> identity_derivative(np.asarray([-1.0, 2.0])).tolist()
         [1.0, 1.0]
@@ -143,7 +143,7 @@ def relu(x: Array) -> Array:
     Returns:
         Array like ``x``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relu(np.asarray([-2.0, 0.0, 3.0])).tolist()
         [0.0, 0.0, 3.0]
@@ -154,7 +154,7 @@ def relu(x: Array) -> Array:
 def relu_derivative(x: Array) -> Array:
     """Derivative of :func:`relu`: f'(x) = 1 for x > 0, else 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relu_derivative(np.asarray([-2.0, 0.0, 3.0])).tolist()
         [0.0, 0.0, 1.0]
@@ -169,7 +169,7 @@ def leaky_relu(x: Array, alpha: float = 0.01) -> Array:
     Formula: f(x) = x if x > 0 else alpha * x;  f'(x) = 1 if x > 0 else alpha.
     Range: (-inf, inf) for alpha > 0. The default alpha = 0.01 is PyTorch's ``negative_slope``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> leaky_relu(np.asarray([-2.0, 3.0]), alpha=0.1).tolist()
         [-0.2, 3.0]
@@ -180,7 +180,7 @@ def leaky_relu(x: Array, alpha: float = 0.01) -> Array:
 def leaky_relu_derivative(x: Array, alpha: float = 0.01) -> Array:
     """Derivative of :func:`leaky_relu`: f'(x) = 1 for x > 0, else alpha.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> leaky_relu_derivative(np.asarray([-2.0, 3.0]), alpha=0.1).tolist()
         [0.1, 1.0]
@@ -195,7 +195,7 @@ def relu6(x: Array) -> Array:
 
     Formula: f(x) = min(max(x, 0), 6);  f'(x) = 1 if 0 < x < 6 else 0.  Range: [0, 6].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relu6(np.asarray([-1.0, 3.0, 9.0])).tolist()
         [0.0, 3.0, 6.0]
@@ -206,7 +206,7 @@ def relu6(x: Array) -> Array:
 def relu6_derivative(x: Array) -> Array:
     """Derivative of :func:`relu6`: 1 on the open interval (0, 6), 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relu6_derivative(np.asarray([-1.0, 3.0, 9.0])).tolist()
         [0.0, 1.0, 0.0]
@@ -224,7 +224,7 @@ def elu(x: Array, alpha: float = 1.0) -> Array:
     ``exp(x) - 1`` is computed as ``expm1`` (accurate near 0) on ``min(x, 0)``, so the branch that
     ``where`` discards never overflows for large positive x.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in elu(np.asarray([-1.0, 2.0])).tolist()]
         [-0.632121, 2.0]
@@ -236,7 +236,7 @@ def elu(x: Array, alpha: float = 1.0) -> Array:
 def elu_derivative(x: Array, alpha: float = 1.0) -> Array:
     """Derivative of :func:`elu`: 1 for x > 0, alpha * exp(x) for x <= 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in elu_derivative(np.asarray([-1.0, 2.0])).tolist()]
         [0.367879, 1.0]
@@ -258,7 +258,7 @@ def selu(x: Array) -> Array:
     alpha = 1.6732632423543772, scale = 1.0507009873554805.
     Range: (-scale * alpha, inf) = (-1.7581, inf).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in selu(np.asarray([-1.0, 2.0])).tolist()]
         [-1.111331, 2.101402]
@@ -269,7 +269,7 @@ def selu(x: Array) -> Array:
 def selu_derivative(x: Array) -> Array:
     """Derivative of :func:`selu`: scale for x > 0, scale * alpha * exp(x) for x <= 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in selu_derivative(np.asarray([-1.0, 2.0])).tolist()]
         [0.646769, 1.050701]
@@ -292,7 +292,7 @@ def sigmoid(x: Array) -> Array:
     formula for both signs, not ``where(x >= 0, ...)``: a data-dependent ``where`` over a
     random sign pattern is several times slower than two ``exp`` in NumPy and PyTorch.)
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> sigmoid(np.asarray([-1000.0, 0.0, 1000.0])).tolist()
         [0.0, 0.5, 1.0]
@@ -304,7 +304,7 @@ def sigmoid(x: Array) -> Array:
 def sigmoid_derivative(x: Array) -> Array:
     """Derivative of :func:`sigmoid`: f'(x) = f(x) * (1 - f(x)), at most 1/4 (at x = 0).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> sigmoid_derivative(np.asarray([0.0, -1000.0])).tolist()
         [0.25, 0.0]
@@ -321,7 +321,7 @@ def hard_sigmoid(x: Array) -> Array:
 
     This is PyTorch's ``hardsigmoid`` (and MobileNetV3's); Keras 2 used clip(0.2 x + 0.5, 0, 1).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> hard_sigmoid(np.asarray([-4.0, 0.0, 1.5, 4.0])).tolist()
         [0.0, 0.5, 0.75, 1.0]
@@ -332,7 +332,7 @@ def hard_sigmoid(x: Array) -> Array:
 def hard_sigmoid_derivative(x: Array) -> Array:
     """Derivative of :func:`hard_sigmoid`: 1/6 on the open interval (-3, 3), 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> hard_sigmoid_derivative(np.asarray([-4.0, 0.0, 4.0])).tolist()
         [0.0, 0.16666666666666666, 0.0]
@@ -347,7 +347,7 @@ def tanh(x: Array) -> Array:
     Formula: f(x) = (exp(x) - exp(-x)) / (exp(x) + exp(-x));  f'(x) = 1 - f(x)^2.
     Range: (-1, 1).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tanh(np.asarray([0.0, 1000.0])).tolist()
         [0.0, 1.0]
@@ -358,7 +358,7 @@ def tanh(x: Array) -> Array:
 def tanh_derivative(x: Array) -> Array:
     """Derivative of :func:`tanh`: f'(x) = 1 - tanh(x)^2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tanh_derivative(np.asarray([0.0, 1000.0])).tolist()
         [1.0, 0.0]
@@ -372,7 +372,7 @@ def softsign(x: Array) -> Array:
 
     Formula: f(x) = x / (1 + |x|);  f'(x) = 1 / (1 + |x|)^2.  Range: (-1, 1).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> softsign(np.asarray([-3.0, 1.0])).tolist()
         [-0.75, 0.5]
@@ -383,7 +383,7 @@ def softsign(x: Array) -> Array:
 def softsign_derivative(x: Array) -> Array:
     """Derivative of :func:`softsign`: f'(x) = 1 / (1 + |x|)^2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> softsign_derivative(np.asarray([-3.0, 1.0])).tolist()
         [0.0625, 0.25]
@@ -403,7 +403,7 @@ def softplus(x: Array) -> Array:
     Stable form: f(x) = max(x, 0) + log1p(exp(-|x|)). ``exp`` never sees a positive number, so
     large x gives x (not inf) and very negative x gives exp(x) to full relative precision.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in softplus(np.asarray([-1000.0, 0.0, 1000.0])).tolist()]
         [0.0, 0.693147, 1000.0]
@@ -415,7 +415,7 @@ def softplus(x: Array) -> Array:
 def softplus_derivative(x: Array) -> Array:
     """Derivative of :func:`softplus`: f'(x) = exp(x) / (1 + exp(x)) = sigmoid(x).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> softplus_derivative(np.asarray([0.0])).tolist()
         [0.5]
@@ -433,7 +433,7 @@ def swish(x: Array, beta: float = 1.0) -> Array:
     f'(x) = s + beta * x * s * (1 - s).
     Range: about [-0.2785 / beta, inf) for beta > 0. With beta = 1 this is SiLU (:func:`silu`).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in swish(np.asarray([-1.0, 2.0])).tolist()]
         [-0.268941, 1.761594]
@@ -444,7 +444,7 @@ def swish(x: Array, beta: float = 1.0) -> Array:
 def swish_derivative(x: Array, beta: float = 1.0) -> Array:
     """Derivative of :func:`swish`: s + beta * x * s * (1 - s), s = sigmoid(beta * x).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> swish_derivative(np.asarray([0.0]), beta=2.0).tolist()
         [0.5]
@@ -459,7 +459,7 @@ def silu(x: Array) -> Array:
     Formula: f(x) = x * sigmoid(x);  f'(x) = s + x * s * (1 - s), s = sigmoid(x).
     Range: about [-0.2785, inf).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in silu(np.asarray([-1.0, 2.0])).tolist()]
         [-0.268941, 1.761594]
@@ -470,7 +470,7 @@ def silu(x: Array) -> Array:
 def silu_derivative(x: Array) -> Array:
     """Derivative of :func:`silu`: s + x * s * (1 - s), s = sigmoid(x).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> silu_derivative(np.asarray([0.0])).tolist()
         [0.5]
@@ -485,7 +485,7 @@ def mish(x: Array) -> Array:
     f'(x) = t + x * (1 - t^2) * sigmoid(x)      (since softplus'(x) = sigmoid(x)).
     Range: about [-0.3088, inf).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in mish(np.asarray([-1.0, 1.0])).tolist()]
         [-0.303401, 0.865098]
@@ -496,7 +496,7 @@ def mish(x: Array) -> Array:
 def mish_derivative(x: Array) -> Array:
     """Derivative of :func:`mish`: t + x * (1 - t^2) * sigmoid(x), t = tanh(softplus(x)).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in mish_derivative(np.asarray([0.0, 1.0])).tolist()]
         [0.6, 1.049036]
@@ -512,7 +512,7 @@ def hard_swish(x: Array) -> Array:
     x * (x + 3) / 6 in between;  f'(x) = 0 for x < -3, (2x + 3) / 6 for -3 <= x <= 3,
     1 for x > 3.  Range: [-0.375, inf) (minimum at x = -1.5).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> hard_swish(np.asarray([-4.0, 1.0, 4.0])).tolist()
         [-0.0, 0.6666666666666666, 4.0]
@@ -523,7 +523,7 @@ def hard_swish(x: Array) -> Array:
 def hard_swish_derivative(x: Array) -> Array:
     """Derivative of :func:`hard_swish`: 0 below -3, (2x + 3) / 6 on [-3, 3], 1 above 3.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> hard_swish_derivative(np.asarray([-4.0, 0.0, 4.0])).tolist()
         [0.0, 0.5, 1.0]
@@ -550,7 +550,7 @@ def gelu(x: Array) -> Array:
     Range: about [-0.17, inf). ``erf`` is :func:`portanet.ops.erf` (native where the library
     has one). See :func:`gelu_tanh` for the tanh approximation.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in gelu(np.asarray([-1.0, 0.0, 1.0])).tolist()]
         [-0.158655, 0.0, 0.841345]
@@ -561,7 +561,7 @@ def gelu(x: Array) -> Array:
 def gelu_derivative(x: Array) -> Array:
     """Derivative of :func:`gelu`: Phi(x) + x * phi(x).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in gelu_derivative(np.asarray([0.0, 1.0])).tolist()]
         [0.5, 1.083315]
@@ -583,7 +583,7 @@ def gelu_tanh(x: Array) -> Array:
     Range: about [-0.17, inf); |gelu_tanh - gelu| < 5e-4 everywhere. PyTorch's
     ``gelu(approximate="tanh")``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in gelu_tanh(np.asarray([-1.0, 1.0])).tolist()]
         [-0.158808, 0.841192]
@@ -595,7 +595,7 @@ def gelu_tanh(x: Array) -> Array:
 def gelu_tanh_derivative(x: Array) -> Array:
     """Derivative of :func:`gelu_tanh`: (1 + t) / 2 + x (1 - t^2) u'(x) / 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [round(v, 6) for v in gelu_tanh_derivative(np.asarray([0.0, 1.0])).tolist()]
         [0.5, 1.082964]
@@ -625,7 +625,7 @@ def softmax(x: Array, axis: int = -1) -> Array:
     Returns:
         Array like ``x``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> softmax(np.asarray([[1000.0, 1000.0], [0.0, -1000.0]])).tolist()
         [[0.5, 0.5], [1.0, 0.0]]
@@ -649,7 +649,7 @@ def softmax_vjp(y: Array, g: Array, axis: int = -1) -> Array:
     Returns:
         dL/dx, same shape as ``y``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> s = softmax(np.asarray([0.0, 0.0]))
         >>> softmax_vjp(s, np.asarray([1.0, 0.0])).tolist()
@@ -673,7 +673,7 @@ def softmax_jacobian(x: Array, axis: int = -1) -> Array:
         Array of shape ``batch + (n, n)``: ``batch`` is ``x``'s shape without ``axis``, and
         ``n = x.shape[axis]``; entry ``[..., i, j]`` is ds_i/dx_j.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> softmax_jacobian(np.asarray([0.0, 0.0])).tolist()
         [[0.25, -0.25], [-0.25, 0.25]]
@@ -694,7 +694,7 @@ def log_softmax(x: Array, axis: int = -1) -> Array:
     Stable form: l = z - log(sum(exp(z))) with z = x - max(x): no overflow, and very unlikely
     classes get a large negative number (-2000 for logits +-1000) instead of log(0) = -inf.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> log_softmax(np.asarray([1000.0, -1000.0])).tolist()
         [0.0, -2000.0]
@@ -709,7 +709,7 @@ def log_softmax_vjp(y: Array, g: Array, axis: int = -1) -> Array:
 
     Formula: (g^T J)_j = sum_i g_i (delta_ij - s_j) = g_j - s_j * sum_i g_i,  s = exp(y).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y = log_softmax(np.asarray([0.0, 0.0]))
         >>> log_softmax_vjp(y, np.asarray([1.0, 0.0])).tolist()
@@ -725,7 +725,7 @@ def log_softmax_jacobian(x: Array, axis: int = -1) -> Array:
     Returns:
         Array of shape ``batch + (n, n)`` as in :func:`softmax_jacobian`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> log_softmax_jacobian(np.asarray([0.0, 0.0])).tolist()
         [[0.5, -0.5], [-0.5, 0.5]]
@@ -792,7 +792,7 @@ class Activation:
             work shared between the passes (also how non-elementwise functions plug in).
         **params: keyword arguments passed to every call, e.g. ``alpha=0.2``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> act = Activation(leaky_relu, leaky_relu_derivative, alpha=0.5)
         >>> y, backprop = act(np.asarray([-2.0, 2.0]))
@@ -919,7 +919,7 @@ def register(name: str, forward: Callable, derivative: Callable | None = None, *
              fused: Callable | None = None, overwrite: bool = False) -> None:
     """Make a custom activation available to :func:`get` (and to saved model configs).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> register("square", lambda x: x * x, lambda x: 2.0 * x, overwrite=True)
         >>> get("square").derivative(np.asarray([3.0])).tolist()
@@ -954,7 +954,7 @@ def get(identifier: str | Callable | dict | Activation | None = None, **params: 
         ValueError: an unknown name (the message lists the known ones).
         TypeError: anything else, or parameters the activation does not have.
 
-    Example:
+    Examples:
         >>> get("leaky_relu", alpha=0.2)
         Activation('leaky_relu', alpha=0.2)
         >>> get(None).name

@@ -3,7 +3,7 @@
 The active backend lives in a :class:`contextvars.ContextVar`, so each thread and each asyncio
 task sees its own choice: ``use_backend`` in one thread never changes another's.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> pn.set_backend("numpy")
     Backend(name='numpy', device='cpu')

@@ -14,7 +14,7 @@ What makes a comparison fair here (and where comparisons elsewhere go wrong):
   ``torch.optim.SGD``) on the same device, and the *floor*: the time of the step's matmuls alone on
   that backend, the work no implementation can skip.
 
-Example:
+Examples:
     $ portanet bench --model mlp --backends numpy,torch --batch-sizes 128,1024
 """
 

@@ -13,7 +13,7 @@ The training loop calls, in order::
 per epoch, so a callback never forces a host sync per step. A callback stops training with
 ``self.stop_training("why")`` (the loop finishes the current epoch's bookkeeping, then ends).
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> callbacks = [pn.callbacks.EarlyStopping(monitor="val_loss", patience=3,
     ...                                         restore_best_weights=True),

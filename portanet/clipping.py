@@ -13,7 +13,7 @@ Three rules, from the bluntest to the gentlest on the gradient's direction:
 Scaling is written without a Python ``if`` on array values (that would read the norm back to the
 host): the factor ``min(1, c / (norm + 1e-6))`` is an array and multiplies every gradient.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet import clipping
     >>> grads = {"w": np.asarray([3.0, 4.0]), "b": np.asarray([12.0])}

@@ -1,6 +1,6 @@
 """Putting arrays where the user wants them, and refusing to mix them silently.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> x = pn.asarray([[1, 2], [3, 4]], dtype="float32")      # onto the active backend
     >>> y = pn.to_backend(x, "array_api_strict", device="device1")

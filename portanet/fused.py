@@ -37,7 +37,7 @@ KERNELS = ("relu", "relu_backward", "add_scaled_")
 def relu(x: Array) -> Array:
     """max(x, 0), elementwise (the forward pass of ReLU; NaN stays NaN).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relu(np.asarray([-1.0, 0.0, 2.0])).tolist()
         [0.0, 0.0, 2.0]
@@ -62,7 +62,7 @@ def relu_backward(dy: Array, y: Array) -> Array:
         dy: dL/dy, any shape.
         y: relu's output, the same shape.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relu_backward(np.asarray([5.0, 5.0]), np.asarray([0.0, 3.0])).tolist()
         [0.0, 5.0]
@@ -86,7 +86,7 @@ def add_scaled_(p: Array, d: Array, alpha: float) -> Array:
     Returns:
         ``p`` itself, updated.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> p = np.asarray([1.0, 1.0])
         >>> add_scaled_(p, np.asarray([2.0, 4.0]), -0.5).tolist(), p.tolist()

@@ -25,7 +25,7 @@ Fans (:func:`compute_fans`): a Dense kernel has shape ``(in_features, out_featur
 ``(out_channels, in_channels, kh, kw)`` (PyTorch's layout) and each output sees
 ``in_channels * kh * kw`` inputs: ``fan_in = shape[1] * kh * kw``, ``fan_out = shape[0] * kh * kw``.
 
-Example:
+Examples:
     >>> from portanet import initializers
     >>> from portanet.random import host_generator
     >>> init = initializers.get("he_normal")
@@ -75,7 +75,7 @@ def compute_fans(shape: Shape) -> tuple[int, int]:
     * 2-d Dense kernel ``(in, out)``: (in, out).
     * k-d convolution kernel ``(out, in, *window)``: (in * prod(window), out * prod(window)).
 
-    Example:
+    Examples:
         >>> compute_fans((3, 5)), compute_fans((16, 8, 3, 3))
         ((3, 5), (72, 144))
     """
@@ -135,7 +135,7 @@ class Initializer(Configurable):
 class Constant(Initializer):
     """w = value everywhere.
 
-    Example:
+    Examples:
         >>> Constant(0.5)((2,), 0).tolist()
         [0.5, 0.5]
     """
@@ -185,7 +185,7 @@ class Ones(Constant):
 class Uniform(Initializer):
     """w ~ U[low, high).
 
-    Example:
+    Examples:
         >>> w = Uniform(-0.1, 0.1)((1000,), 0); bool(abs(w).max() <= 0.1)
         True
     """
@@ -445,7 +445,7 @@ def get(identifier: Any) -> Initializer:
     """An :class:`Initializer` from a name ("he_normal", "xavier_uniform", ...), a config dict,
     an instance (returned as is) or a callable ``f(shape, generator) -> host array``.
 
-    Example:
+    Examples:
         >>> get("kaiming_uniform")
         HeUniform()
     """

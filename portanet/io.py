@@ -34,7 +34,7 @@ configs, at any depth) and checks them against the tensors, so a file that claim
 is refused before they are allocated; only then does it build the model from known layer
 classes. Any failure raises :class:`CheckpointError`, saying what is wrong.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> model.save("digits.safetensors")                               # doctest: +SKIP
     >>> model = pn.load("digits.safetensors", backend="torch")        # doctest: +SKIP

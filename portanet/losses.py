@@ -44,7 +44,7 @@ which on a GPU stalls the pipeline; rule 4 of DESIGN.md forbids that on the hot 
 * inside the hot path, integer labels outside [0, C) make their sample's loss NaN (a comparison
   and a ``where`` on N labels, no sync), so a bad label can never train silently.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet import losses
     >>> loss = losses.SoftmaxCrossEntropy()
@@ -325,7 +325,7 @@ def check_labels(labels: Array, num_classes: int) -> None:
         labels: integer class ids, any shape.
         num_classes: the number of classes (the model's outputs).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> check_labels(np.asarray([0, 2, 1]), 3)
         >>> check_labels(np.asarray([0, 3]), 3)  # doctest: +ELLIPSIS
@@ -423,7 +423,7 @@ class MeanAbsoluteError(_ElementwiseLoss):
     Formula: l = |y_pred - y|;  dl/dy_pred = sign(y_pred - y)  (0 where they are equal).
     Equals ``torch.nn.functional.l1_loss`` for reduction "mean".
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = MeanAbsoluteError()(np.asarray([1.0, 4.0]), np.asarray([2.0, 2.0]))
         >>> float(value), grad.tolist()
@@ -443,7 +443,7 @@ class MeanSquaredError(_ElementwiseLoss):
     Formula: l = (y_pred - y)^2;  dl/dy_pred = 2 (y_pred - y).
     Equals ``torch.nn.functional.mse_loss`` for reduction "mean".
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = MeanSquaredError()(np.asarray([1.0, 4.0]), np.asarray([2.0, 2.0]))
         >>> float(value), grad.tolist()
@@ -468,7 +468,7 @@ class RootMeanSquaredError(Loss):
     sample's own RMSE, sqrt(mean over its D elements); "sum" is the sum of those. Where L = 0
     (a perfect fit) the gradient is taken as 0 rather than 0/0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = RootMeanSquaredError()(np.asarray([1.0, 4.0]), np.asarray([2.0, 2.0]))
         >>> round(float(value), 6), [round(g, 6) for g in grad.tolist()]
@@ -504,7 +504,7 @@ class Huber(_ElementwiseLoss):
     Args:
         delta: where the quadratic part turns linear (> 0).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = Huber(delta=1.0)(np.asarray([0.5, 3.0]), np.asarray([0.0, 0.0]))
         >>> float(value), grad.tolist()
@@ -538,7 +538,7 @@ class LogCosh(_ElementwiseLoss):
     Stable form: log(cosh(r)) = |r| + log1p(exp(-2|r|)) - log(2), which never overflows
     (cosh(r) itself overflows float32 at |r| > 89).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = LogCosh()(np.asarray([1000.0]), np.asarray([0.0]))
         >>> round(float(value), 6), grad.tolist()
@@ -567,7 +567,7 @@ class Poisson(_ElementwiseLoss):
         log_input: whether y_pred is log(rate) (no log of a non-positive number possible).
         epsilon: added to the rate inside the log, so a rate of 0 stays finite.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = Poisson()(np.asarray([2.0]), np.asarray([2.0]))
         >>> round(float(value), 6), [round(g, 6) for g in grad.tolist()]
@@ -625,7 +625,7 @@ class Hinge(_ElementwiseLoss):
     Formula, y in {-1, 1} (labels in {0, 1} are mapped to {-1, 1}):
     l = max(0, 1 - y * y_pred);  dl/dy_pred = -y where 1 - y * y_pred > 0, else 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = Hinge()(np.asarray([0.5, 2.0]), np.asarray([1, 0]))
         >>> float(value), grad.tolist()
@@ -649,7 +649,7 @@ class SquaredHinge(_ElementwiseLoss):
     Formula, y in {-1, 1} (labels in {0, 1} are mapped to {-1, 1}):
     l = max(0, 1 - y * y_pred)^2;  dl/dy_pred = -2 y max(0, 1 - y * y_pred).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = SquaredHinge()(np.asarray([0.5, 2.0]), np.asarray([1, -1]))
         >>> float(value), grad.tolist()
@@ -698,7 +698,7 @@ class CategoricalHinge(_ClassLoss):
     1/C factor. (Keras' ``categorical_hinge`` is the Crammer-Singer variant, which keeps only the
     largest wrong score.) ``y_true``: integer class ids (N,) or one-hot (N, C).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = CategoricalHinge()(np.asarray([[2.0, 1.5, -1.0]]), np.asarray([0]))
         >>> float(value), grad.tolist()
@@ -758,7 +758,7 @@ class BinaryCrossEntropy(_ElementwiseLoss):
     Args:
         epsilon: the clip, 1e-7 by default.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = BinaryCrossEntropy()(np.asarray([0.0, 1.0]), np.asarray([0.0, 1.0]))
         >>> round(float(value), 6), [round(g, 6) for g in grad.tolist()]
@@ -794,7 +794,7 @@ class BinaryCrossEntropyWithLogits(_ElementwiseLoss):
     exact values (0 or 1000) where the two-step version would take log(0).
     Equals ``torch.nn.functional.binary_cross_entropy_with_logits`` for reduction "mean".
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = BinaryCrossEntropyWithLogits(reduction="none")
         >>> value, grad = loss(np.asarray([-1000.0, 0.0]), np.asarray([1.0, 1.0]))
@@ -831,7 +831,7 @@ class CategoricalCrossEntropy(_ClassLoss):
     Args:
         epsilon: the clip, 1e-7 by default.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = CategoricalCrossEntropy()(np.asarray([[0.5, 0.25, 0.25]]),
         ...                                         np.asarray([0]))
@@ -882,7 +882,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
         class_weights: C non-negative numbers (a list, tuple, or an array of any backend), or
             None for equal weights.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = SoftmaxCrossEntropy()(np.asarray([[1000.0, -1000.0]]), np.asarray([1]))
         >>> float(value), grad.tolist()
@@ -977,7 +977,7 @@ class KLDivergence(_ClassLoss):
     Args:
         epsilon: the clip of q, 1e-7 by default.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> value, grad = KLDivergence()(np.asarray([[0.5, 0.5]]), np.asarray([[0.5, 0.5]]))
         >>> float(value), grad.tolist()
@@ -1043,7 +1043,7 @@ def _build(cls: type[Loss], params: dict[str, Any]) -> Loss:
 def from_config(config: dict[str, Any]) -> Loss:
     """A loss from ``get_config()``'s dict, e.g. ``{"name": "Huber", "delta": 2.0}``.
 
-    Example:
+    Examples:
         >>> from_config(Huber(delta=2.0).get_config())
         Huber(reduction='mean', delta=2.0)
     """
@@ -1061,7 +1061,7 @@ def get(identifier: str | dict | Loss | type[Loss], **params: Any) -> Loss:
             :func:`known_names`), a ``get_config()`` dict, a Loss class or a Loss instance.
         **params: constructor arguments, e.g. ``reduction="sum"`` or ``delta=2.0``.
 
-    Example:
+    Examples:
         >>> get("huber", delta=2.0)
         Huber(reduction='mean', delta=2.0)
     """

@@ -20,7 +20,7 @@ Inputs: class labels (N,) of integers; or scores (N, C) (probabilities, logits o
 which are turned into labels by argmax; or binary scores (N,) / (N, 1) of floats, turned into
 labels by ``score >= threshold``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet import metrics
     >>> y_true, y_pred = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2])
@@ -328,7 +328,7 @@ def f1_score(y_true: Any, y_pred: Any, average: str | None = "macro", **kw: Any)
 def format_confusion_matrix(cm: Any, class_names: list[str] | None = None) -> str:
     """The confusion matrix as an aligned text table (rows: true class, columns: predicted).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> print(format_confusion_matrix(np.array([[5, 1], [0, 4]]), ["cat", "dog"]))
         true \\ pred  cat  dog

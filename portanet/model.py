@@ -16,7 +16,7 @@ Forward and backward are the chain rule written out::
 Nothing in a step reads an array value back to the host: the loss is returned as a 0-d array
 on the device, and ``fit`` (portanet.training) reads it once per epoch.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> model = pn.Sequential([pn.layers.Dense(4, 8, activation="relu"),
     ...                        pn.layers.Dense(8, 3)],

@@ -68,7 +68,7 @@ def erf_portable(x: Array) -> Array:
     Returns:
         erf(x), same shape, dtype, namespace and device. NaN stays NaN, erf(+-inf) = +-1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(erf_portable(np.asarray(0.5)))
         0.5204998778130465
@@ -104,7 +104,7 @@ def logsumexp(x: Array, axis: int | tuple[int, ...] | None = None, keepdims: boo
     logsumexp(x) = m + log(sum(exp(x - m))),  m = max(x). Rows that are all -inf give -inf;
     a +inf entry gives +inf.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(logsumexp(np.asarray([1000.0, 1000.0])))   # log(2) + 1000, no overflow
         1000.6931471805599
@@ -128,7 +128,7 @@ def one_hot(labels: Array, num_classes: int, dtype=None) -> Array:
     Labels are not range-checked here (that would read values back to the host); losses and
     the data pipeline check them once, outside the hot path.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> one_hot(np.asarray([0, 2]), 3).tolist()
         [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
@@ -152,7 +152,7 @@ def pad(x: Array, pad_width, value: float = 0.0) -> Array:
 def median(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
     """The median along ``axis`` (the mean of the two middle values for even lengths), by sorting.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(median(np.asarray([3.0, 1.0, 4.0, 1.5])))
         2.25

@@ -20,7 +20,7 @@ while still catching any real difference in the math, which shows up at 1e-3 and
 Models with Dropout draw their masks from each backend's own generator, so their training curves
 differ by design: parity compares them in evaluation mode only (``steps`` is then set to 0).
 
-Example:
+Examples:
     $ portanet parity --backends numpy,array_api_strict:device1,torch --dtype float64
 """
 

@@ -7,7 +7,7 @@
   backend's own generator on the device: reproducible per backend and seed, never a host round
   trip per step. Different backends give different (equally valid) streams.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> w = pn.random.host_normal(seed=0, shape=(2, 3), stream=(1,))   # NumPy float64
     >>> gen = pn.random.Generator(seed=0)                               # on the active backend

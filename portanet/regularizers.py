@@ -17,7 +17,7 @@ L2 here is Keras' convention (no factor 1/2). With plain SGD it equals weight de
 ``decay = 2 * lr * l2``. |w| is not differentiable at 0; ``sign(0) = 0`` is the subgradient
 that leaves zero weights at zero.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet import regularizers
     >>> reg = regularizers.L1L2(l1=0.5, l2=0.25)

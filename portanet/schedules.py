@@ -133,7 +133,7 @@ class Constant(Schedule):
     """The same rate at every step: eta_t = eta_0 (``torch.optim.lr_scheduler.ConstantLR`` with
     factor 1).
 
-    Example:
+    Examples:
         >>> Constant(0.1)(500)
         0.1
     """
@@ -153,7 +153,7 @@ class StepDecay(Schedule):
 
     Matches ``torch.optim.lr_scheduler.StepLR``.
 
-    Example:
+    Examples:
         >>> s = StepDecay(1.0, step_size=10, gamma=0.5)
         >>> s(9), s(10), s(25)
         (1.0, 0.5, 0.25)
@@ -177,7 +177,7 @@ class MultiStepDecay(Schedule):
 
     Matches ``torch.optim.lr_scheduler.MultiStepLR`` (a repeated milestone decays twice).
 
-    Example:
+    Examples:
         >>> s = MultiStepDecay(1.0, milestones=[3, 5], gamma=0.1)
         >>> [round(s(t), 4) for t in range(7)]
         [1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
@@ -228,7 +228,7 @@ class ExponentialDecay(_DecayOverTime):
 
     With ``decay_steps=1`` this is ``torch.optim.lr_scheduler.ExponentialLR(gamma=rate)``.
 
-    Example:
+    Examples:
         >>> round(ExponentialDecay(1.0, decay_rate=0.5, decay_steps=10)(20), 6)
         0.25
     """
@@ -244,7 +244,7 @@ class InverseTimeDecay(_DecayOverTime):
     With ``staircase`` the ratio t / decay_steps is floored. (torch has no such scheduler; the
     tests compare with the formula.)
 
-    Example:
+    Examples:
         >>> InverseTimeDecay(1.0, decay_rate=1.0)(3)
         0.25
     """
@@ -259,7 +259,7 @@ class PolynomialDecay(Schedule):
     With ``end_learning_rate=0`` this is ``torch.optim.lr_scheduler.PolynomialLR(total_iters=T,
     power=power)``; ``power=1`` is a straight line.
 
-    Example:
+    Examples:
         >>> s = PolynomialDecay(1.0, decay_steps=4, power=1.0)
         >>> [s(t) for t in range(6)]
         [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
@@ -295,7 +295,7 @@ class CosineAnnealing(Schedule):
     without the restarts. Matches ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=T)`` for
     t <= T; torch keeps following the cosine back up after T, this schedule holds eta_min.
 
-    Example:
+    Examples:
         >>> s = CosineAnnealing(1.0, decay_steps=10)
         >>> s(0), s(5), s(10), s(99)
         (1.0, 0.5, 0.0, 0.0)
@@ -324,7 +324,7 @@ class CosineWarmRestarts(Schedule):
     (Loshchilov & Hutter, SGDR, ICLR 2017). Matches
     ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)``.
 
-    Example:
+    Examples:
         >>> s = CosineWarmRestarts(1.0, first_period=4)
         >>> [round(s(t), 3) for t in range(6)]
         [1.0, 0.854, 0.5, 0.146, 1.0, 0.854]
@@ -375,7 +375,7 @@ class Cyclical(Schedule):
 
     Matches ``torch.optim.lr_scheduler.CyclicLR`` (with ``cycle_momentum=False``).
 
-    Example:
+    Examples:
         >>> s = Cyclical(0.1, 1.0, step_size_up=2)
         >>> [round(s(t), 2) for t in range(6)]
         [0.1, 0.55, 1.0, 0.55, 0.1, 0.55]
@@ -429,7 +429,7 @@ class OneCycle(Schedule):
 
     Matches ``torch.optim.lr_scheduler.OneCycleLR`` (its momentum cycling aside).
 
-    Example:
+    Examples:
         >>> s = OneCycle(1.0, total_steps=100)
         >>> round(s(0), 6), round(s(29), 6), round(s(99), 9)
         (0.04, 1.0, 4e-06)
@@ -497,7 +497,7 @@ class LinearWarmup(Schedule):
     total_iters=W)``; wrapping another schedule matches ``SequentialLR([LinearLR(...), that
     scheduler], milestones=[W])``.
 
-    Example:
+    Examples:
         >>> s = LinearWarmup(CosineAnnealing(1.0, decay_steps=10), warmup_steps=4, start_factor=0.0)
         >>> [round(s(t), 3) for t in range(6)]
         [0.0, 0.25, 0.5, 0.75, 1.0, 0.976]
@@ -537,7 +537,7 @@ class ReduceLROnPlateau(Schedule):
 
     Matches ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
 
-    Example:
+    Examples:
         >>> s = ReduceLROnPlateau(1.0, patience=1, factor=0.5)
         >>> [s.update(v) for v in [3.0, 2.0, 2.0, 2.0, 2.0]]
         [1.0, 1.0, 1.0, 0.5, 0.5]
@@ -762,7 +762,7 @@ def lr_finder(model: Any, x: Array, y: Array, start_lr: float = 1e-7, end_lr: fl
         ``(lrs, losses, suggested_lr)``: the rates tried and the raw mini-batch losses (Python
         floats, as long as the test ran), and the suggested rate.
 
-    Example:
+    Examples:
         >>> lrs, losses, lr = pn.schedules.lr_finder(model, x, y, num_steps=200)  # doctest: +SKIP
     """
     from .backend import adapter_of

@@ -12,7 +12,7 @@ How ``fit`` keeps the device busy (DESIGN.md rule 4):
   the per-step losses read, once, to say at which step training diverged.
 * Validation runs batched forward passes and reads the loss and every metric in one transfer.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> from portanet import data
     >>> x, y = data.make_spiral(n_samples=300, seed=0)

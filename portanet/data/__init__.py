@@ -1,6 +1,6 @@
 """The data pipeline: batching and splits, preprocessing, augmentation, data sets, IDX files.
 
-Example:
+Examples:
     >>> import portanet as pn
     >>> from portanet import data
     >>> x, y = data.make_spiral(n_samples=300, seed=0)

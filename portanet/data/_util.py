@@ -41,7 +41,7 @@ def namespace_and_device(*arrays: Array) -> tuple[Namespace, Any]:
 def check_same_length(**named: Array) -> int:
     """All arrays have the same (non-zero) first dimension; returns it.
 
-    Example:
+    Examples:
         >>> check_same_length(x=np.zeros((3, 2)), y=np.zeros(3))
         3
     """

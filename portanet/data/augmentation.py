@@ -6,7 +6,7 @@ nothing reads values back to the host: a random choice becomes a 0/1 mask and ``
 selects between the candidates, and per-sample offsets become gather indices
 (``xp.take_along_axis``). So augmentation can run inside the training loop on a GPU.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> import portanet as pn
     >>> from portanet.data import augmentation as aug
@@ -170,7 +170,7 @@ class Augment:
             max_shift=1)``) or the names "flip", "shift", "rot90" with default settings.
         seed: seed of the device generator (created lazily on the first batch's backend).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> augment = Augment(["flip", "shift"], seed=0)
         >>> augment(np.zeros((4, 1, 8, 8), dtype=np.float32)).shape

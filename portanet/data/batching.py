@@ -10,7 +10,7 @@ Two kinds of randomness, as everywhere in portanet (see ``portanet.random``):
   same order on every backend (one small transfer per epoch) -- what cross-backend parity runs
   need.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet.data import BatchIterator, train_test_split
     >>> x, y = np.arange(20.0).reshape(10, 2), np.arange(10)
@@ -68,7 +68,7 @@ class BatchIterator:
         start_epoch: the epoch number of the first pass; host shuffles depend only on
             (seed, epoch), so a run resumed at epoch e shuffles as if it had never stopped.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> batches = BatchIterator(np.arange(5), batch_size=2, shuffle=True, seed=0)
         >>> len(batches), [len(b[0]) for b in batches]
@@ -136,7 +136,7 @@ def iterate_batches(*arrays: Array, batch_size: int = 32, shuffle: bool | str = 
 def shuffle_arrays(*arrays: Array, seed: int | None = None) -> tuple[Array, ...]:
     """The arrays with their rows in one shared random order, drawn on the host from ``seed``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> a, b = shuffle_arrays(np.arange(4), np.arange(4) * 10, seed=1)
         >>> bool(((b // 10) == a).all())
@@ -260,7 +260,7 @@ def kfold_indices(n: int, k: int = 5, labels: Any = None, shuffle: bool = True,
     ``labels`` the folds are stratified: each class is dealt round-robin over the folds, so
     each fold keeps the class proportions.
 
-    Example:
+    Examples:
         >>> [len(test) for _, test in kfold_indices(10, k=3, shuffle=False)]
         [4, 3, 3]
     """

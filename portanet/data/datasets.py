@@ -3,7 +3,7 @@
 All return host NumPy arrays (float32 inputs, int64 class labels); training moves them to the
 active device once. Generated sets are fully determined by their ``seed``.
 
-Example:
+Examples:
     >>> from portanet.data import make_spiral
     >>> x, y = make_spiral(n_samples=300, n_classes=3, seed=0)
     >>> x.shape, y.shape, sorted(set(y.tolist()))

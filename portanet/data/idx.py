@@ -14,7 +14,7 @@ page saved under the right name) gets an :class:`IdxFormatError` that says what 
 Gzipped files (``.gz``, as distributed) are read through a bounded stream, so a hostile file
 cannot make the reader decompress more than the header announces.
 
-Example:
+Examples:
     >>> from portanet.data import load_mnist
     >>> x, y = load_mnist("~/data/mnist", kind="train")        # doctest: +SKIP
     >>> x.shape, y.shape                                       # doctest: +SKIP

@@ -5,7 +5,7 @@ transformer here therefore has ``fit`` (learn from training data), ``transform``
 ``fit_transform``. Scalers compute on the data's own backend and device; label encoding and
 class balancing read labels on the host, once, while the data is prepared.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from portanet.data import StandardScaler
     >>> x_train = np.array([[1.0, 10.0], [3.0, 30.0]])
@@ -98,7 +98,7 @@ class StandardScaler(_Fitted):
         axis: the axis (or axes) statistics are taken over. 0 (default) gives one mean/std per
             feature; (0, 2, 3) on NCHW images gives one per channel.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> StandardScaler().fit_transform(np.array([[0.0], [2.0]])).tolist()
         [[-1.0], [1.0]]
@@ -135,7 +135,7 @@ class MinMaxScaler(_Fitted):
     x' = lo + (x - min) * (hi - lo) / (max - min), with min and max from the training data; a
     constant feature (max = min) maps to ``lo``. Test data may fall outside the range.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> MinMaxScaler().fit_transform(np.array([[1.0], [3.0], [2.0]])).tolist()
         [[0.0], [1.0], [0.5]]
@@ -177,7 +177,7 @@ class LabelEncoder(_Fitted):
 
     Runs on the host (labels are read once); numeric results are int64 on the input's backend.
 
-    Example:
+    Examples:
         >>> enc = LabelEncoder().fit(["cat", "dog", "cat", "bird"])
         >>> enc.classes_.tolist(), enc.transform(["dog", "bird"]).tolist()
         (['bird', 'cat', 'dog'], [2, 0])
@@ -239,7 +239,7 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = "float32")
     The label range is checked once here (a read of min and max), so the result is never
     silently wrong; ``num_classes`` defaults to max(label) + 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> one_hot(np.array([1, 0, 2])).tolist()
         [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]

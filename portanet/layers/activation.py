@@ -48,7 +48,7 @@ class Activation(Layer):
 
     Shapes: any; output has the input's shape.
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> y, backprop = pn.layers.Activation("relu").forward(pn.asarray([-1.0, 2.0]))
         >>> pn.to_numpy(y).tolist()

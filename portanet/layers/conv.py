@@ -60,7 +60,7 @@ class Conv2D(WeightedLayer):
         OH = floor((H + pad_top + pad_bottom - dh * (kh - 1) - 1) / sh) + 1 (same for OW).
         Parameters: "kernel" (O, C, kh, kw) (PyTorch's layout), "bias" (O,).
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> conv = pn.layers.Conv2D(1, 4, kernel_size=3, padding="same").build(seed=0)
         >>> y, backprop = conv.forward(pn.asarray(pn.random.host_normal(0, (2, 1, 5, 5)),

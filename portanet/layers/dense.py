@@ -44,7 +44,7 @@ class Dense(WeightedLayer):
         input (N, in_features) or (..., in_features); output (..., out_features).
         Parameters: "kernel" (in_features, out_features), "bias" (out_features,).
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> layer = pn.layers.Dense(3, 2, activation="relu").build(seed=0)
         >>> y, backprop = layer.forward(pn.asarray([[1.0, 2.0, 3.0]], dtype="float32"))

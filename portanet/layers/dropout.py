@@ -34,7 +34,7 @@ class Dropout(Layer):
 
     Shapes: any; output has the input's shape.
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> drop = pn.layers.Dropout(0.5, seed=0).build()
         >>> y, _ = drop.forward(pn.asarray([[1.0, 1.0, 1.0, 1.0]]), training=True)

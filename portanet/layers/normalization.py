@@ -62,7 +62,7 @@ class BatchNorm(Layer):
     Shapes: (N, C) or (N, C, H, W), output the same. Parameters "gamma", "beta" (C,);
     buffers "running_mean" (C,), "running_var" (C,).
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> bn = pn.layers.BatchNorm(1).build(seed=0, dtype="float64")
         >>> y, _ = bn.forward(pn.asarray([[1.0], [3.0]]), training=True)
@@ -167,7 +167,7 @@ class LayerNorm(Layer):
 
     Shapes: (N, ..., *normalized_shape), output the same. Parameters "gamma", "beta".
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> ln = pn.layers.LayerNorm(2).build(seed=0, dtype="float64")
         >>> y, _ = ln.forward(pn.asarray([[1.0, 3.0], [10.0, 20.0]]))

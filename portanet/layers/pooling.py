@@ -92,7 +92,7 @@ class MaxPool2D(_Pool2D):
     it evenly would give a different, equally valid subgradient. The mask is built from
     equality tests with the maximum, as float multiplications (no boolean indexing).
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> x = pn.asarray([[[[1.0, 2.0], [4.0, 3.0]]]])
         >>> y, backprop = pn.layers.MaxPool2D(2).forward(x)
@@ -145,7 +145,7 @@ class AvgPool2D(_Pool2D):
 
     Shapes: (N, C, H, W) -> (N, C, OH, OW), as MaxPool2D.
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> y, _ = pn.layers.AvgPool2D(2).forward(pn.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]))
         >>> pn.to_numpy(y).tolist()
@@ -200,7 +200,7 @@ class GlobalAvgPool2D(Layer):
     Forward y[n, c] = (1 / (H W)) sum_{h, w} x[n, c, h, w]; backward dL/dx[n, c, h, w] =
     dy[n, c] / (H W). Replaces Flatten + a large Dense at the end of a CNN.
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> y, _ = pn.layers.GlobalAvgPool2D().forward(pn.asarray([[[[1.0, 2.0], [3.0, 6.0]]]]))
         >>> pn.to_numpy(y).tolist()

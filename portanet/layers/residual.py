@@ -26,7 +26,7 @@ class Residual(Container):
 
     Parameters are the block's, named "block.<name>" (e.g. "block.0.kernel").
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> res = pn.layers.Residual([pn.layers.Dense(4, 4, activation="relu"),
         ...                           pn.layers.Dense(4, 4)])

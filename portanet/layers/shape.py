@@ -16,7 +16,7 @@ from .base import Layer, register
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...), keeping the batch axis.
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> y, _ = pn.layers.Flatten().forward(pn.asarray([[[1.0, 2.0], [3.0, 4.0]]]))
         >>> y.shape
@@ -47,7 +47,7 @@ class Reshape(Layer):
     Args:
         target_shape: the per-sample output shape, without the batch axis.
 
-    Example:
+    Examples:
         >>> import portanet as pn
         >>> y, _ = pn.layers.Reshape((2, 2)).forward(pn.asarray([[1.0, 2.0, 3.0, 4.0]]))
         >>> y.shape

@@ -34,7 +34,7 @@ class Adam(Optimizer):
         amsgrad: keep the running maximum of v (non-increasing step sizes).
         weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> opt = Adam(learning_rate=0.1)   # the first step has size lr in every coordinate
         >>> w = opt.step({"w": np.asarray([1.0])}, {"w": np.asarray([-3.0])})["w"]

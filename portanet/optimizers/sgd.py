@@ -44,7 +44,7 @@ class SGD(Optimizer):
         dampening: classical form only: the gradient enters v scaled by (1 - dampening).
         weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> opt = SGD(learning_rate=0.1, momentum=0.9)
         >>> p = opt.step({"w": np.asarray([1.0])}, {"w": np.asarray([2.0])})
