@@ -11,3 +11,15 @@ class DeviceError(ValueError):
 
 class MixedArraysError(TypeError):
     """Arrays from different namespaces or devices were combined; portanet never copies silently."""
+
+
+def abridged(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut at ``limit`` characters: messages quote what they received, but a
+    hostile file must not make an error message megabytes long.
+
+    Examples:
+        >>> abridged([0] * 1000, limit=20)
+        '[0, 0, 0, 0, 0, 0, 0... (3000 characters)'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

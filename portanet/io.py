@@ -49,7 +49,7 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -535,40 +535,6 @@ def _move_state(node: Any, backend: Backend) -> Any:
     return node
 
 
-def _sequential_children(config: dict) -> list[tuple[str, Any]]:
-    layers = config.get("layers")
-    if not isinstance(layers, list):
-        raise ValueError("a Sequential config needs a 'layers' list.")
-    return [(str(i), child) for i, child in enumerate(layers)]
-
-
-def _residual_children(config: dict) -> list[tuple[str, Any]]:
-    if "block" not in config:
-        raise ValueError("a Residual config needs a 'block' layer config.")
-    return [("block", config["block"])]
-
-
-def _children_reader(cls: type) -> Callable[[dict], list[tuple[str, Any]]] | None:
-    """How to list the children of container class ``cls`` from its config; None if unknown.
-
-    Each reader mirrors its class's ``from_config`` and names the children as its
-    ``children()`` does, so the dotted names match those of the built model.
-    """
-    from .layers.residual import Residual
-    from .model import Sequential
-
-    return {Sequential: _sequential_children, Residual: _residual_children}.get(cls)
-
-
-def _registered_class(config: Any) -> type | None:
-    """The registered layer class a layer config names, or None (``deserialize`` says why)."""
-    from . import model  # noqa: F401  (registers Sequential, as deserialize does)
-    from .layers.base import _REGISTRY
-
-    name = config.get("class_name") if isinstance(config, dict) else None
-    return _REGISTRY.get(name) if isinstance(name, str) else None
-
-
 def _declared_leaves(config: Any, prefix: str) -> list[tuple[str, Any]]:
     """(dotted prefix, unbuilt leaf layer) for every leaf in a layer config, at any depth.
 
@@ -577,28 +543,21 @@ def _declared_leaves(config: Any, prefix: str) -> list[tuple[str, Any]]:
     claims before any check. Their children are read from their configs instead. Leaf layers
     are constructed, which only records their arguments; ``build`` is what allocates.
     """
-    from .layers.base import deserialize
+    from .layers.base import deserialize, registered_class
 
     where = prefix[:-1]
-    cls = _registered_class(config)
-    if cls is None or not cls.is_container:
-        try:
-            return [(prefix, deserialize(config))]
-        except (ValueError, TypeError, KeyError) as err:
-            raise ValueError(f"layer {where!r}: {err}") from None
-    read = _children_reader(cls)
-    if read is None:
-        raise ValueError(f"layer {where!r} is a {cls.__name__}, a container whose parameter "
-                         "shapes cannot be read without building it (pn.load reads those of "
-                         "Sequential and Residual). Build the model in code and call "
-                         "model.load_weights(path).")
-    inner = config.get("config", {})
-    if not isinstance(inner, dict):
-        raise ValueError(f"layer {where!r}: the config of a {cls.__name__} must be a JSON "
-                         "object.")
     try:
-        children = read(inner)
-    except ValueError as err:
+        cls = registered_class(config)
+        if not cls.is_container:
+            return [(prefix, deserialize(config))]
+        inner = config.get("config", {})
+        children = cls.child_configs(inner if isinstance(inner, dict) else {})
+    except NotImplementedError:
+        raise ValueError(f"layer {where!r} is a {cls.__name__}, a container whose children "
+                         "pn.load cannot read without building it (it defines no "
+                         "child_configs). Build the model in code and call "
+                         "model.load_weights(path).") from None
+    except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"layer {where!r}: {err}") from None
     return [leaf for child, child_config in children
             for leaf in _declared_leaves(child_config, f"{prefix}{child}.")]
@@ -609,11 +568,13 @@ def _architecture_shapes(path: Any, architecture: dict) -> dict[str, dict[str, _
 
     Names are dotted as in the built model ("0.kernel", "1.block.0.bias"), at any depth.
     """
+    from .model import Sequential
+
     if not isinstance(architecture.get("layers"), list):
         raise _fail(path, "its architecture has no 'layers' list.")
     shapes: dict[str, dict[str, _Shape]] = {"parameters": {}, "buffers": {}}
     try:
-        leaves = [leaf for child, config in _sequential_children(architecture)
+        leaves = [leaf for child, config in Sequential.child_configs(architecture)
                   for leaf in _declared_leaves(config, f"{child}.")]
         for prefix, leaf in leaves:
             kind = type(leaf).__name__
@@ -634,9 +595,9 @@ def load(path: str | os.PathLike, backend: str | None = None, device: Any = None
     and the parameters, buffers and optimizer state are placed on the device. The epoch count
     saved with the model is available as ``model.epoch``.
 
-    Containers inside the model are read from their configs, so only those whose configs
-    portanet can read (Sequential, Residual) load this way; for a model with a custom container
-    class, build it in code and call ``model.load_weights(path)``.
+    Containers inside the model are read from their configs (``child_configs``), so a custom
+    container class loads this way when it defines that classmethod; otherwise build the model
+    in code and call ``model.load_weights(path)``.
 
     Raises:
         CheckpointError: the file is invalid or does not match its own architecture.

@@ -34,6 +34,7 @@ import array_api_compat as compat
 from . import losses, optimizers
 from ._typing import Array, Shape
 from .devices import namespace_of
+from .errors import abridged
 from .layers.base import (
     _FLOAT_DTYPES,
     Container,
@@ -351,12 +352,17 @@ class Sequential(Container):
         }
 
     @classmethod
+    def child_configs(cls, config: dict) -> list[tuple[str, Any]]:
+        """("0", config of layer 0), ("1", ...), ... read from a :meth:`get_config` dict."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError("a Sequential config is a dict with a 'layers' list (from "
+                             f"get_config()), received {abridged(config)}.")
+        return [(str(i), child) for i, child in enumerate(config["layers"])]
+
+    @classmethod
     def from_config(cls, config: dict) -> Sequential:
         """Rebuild a model (same architecture, same seed, so the same initial weights)."""
-        if not isinstance(config, dict) or "layers" not in config:
-            raise ValueError("a Sequential config is a dict with a 'layers' list (from "
-                             f"get_config()), received {config!r}.")
-        layers = [deserialize(c) for c in config["layers"]]
+        layers = [deserialize(c) for _, c in cls.child_configs(config)]
         loss = config.get("loss")
         optimizer = config.get("optimizer")
         return cls(layers, loss=None if loss is None else losses.get(loss),

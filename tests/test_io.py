@@ -462,7 +462,7 @@ def test_nested_model_round_trips_exactly(backend, tmp_path):
                      {"class_name": "Dense", "config": {"in_features": 8, "out_features": 8}}),
                  r"missing \['1\.2\.bias', '1\.2\.kernel'\], unknown \[\]", id="extra-layer"),
     pytest.param(lambda a: _layer_config(a, "2", "block").update(layers="Dense"),
-                 r"layer '2\.block': a Sequential config needs a 'layers' list",
+                 r"layer '2\.block': a Sequential config is a dict with a 'layers' list",
                  id="no-layers-list"),
     pytest.param(lambda a: _layer_config(a, "3").pop("block"),
                  r"layer '3': a Residual config needs a 'block' layer config", id="no-block"),
@@ -497,20 +497,81 @@ def test_nested_allocation_bomb_is_refused_before_allocating(tmp_path):
     assert peak < 4 * 2**20, f"loading allocated {peak:,} bytes before refusing the file"
 
 
-def test_custom_container_is_refused_and_load_weights_is_the_way(tmp_path, monkeypatch):
-    """A registered container portanet cannot read from its config is never built by load."""
-    class Block(Sequential):
-        pass
+class _Chain(base.Container):
+    """A custom container: first, then second (for the tests below)."""
 
-    monkeypatch.setitem(base._REGISTRY, "Block", Block)  # registered for this test only
+    def __init__(self, first, second, name=None):
+        super().__init__(name)
+        self.first, self.second = first, second
+
+    def children(self):
+        return [("first", self.first), ("second", self.second)]
+
+    def forward(self, x, training=None):
+        h, first_backprop = self.first.forward(x, training)
+        y, second_backprop = self.second.forward(h, training)
+        return y, lambda dy, input_gradient=True: first_backprop(second_backprop(dy))
+
+    def output_shape(self, input_shape):
+        return self.second.output_shape(self.first.output_shape(input_shape))
+
+    def get_config(self):
+        return {"first": base.serialize(self.first), "second": base.serialize(self.second),
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(base.deserialize(config["first"]), base.deserialize(config["second"]),
+                   name=config.get("name"))
+
+
+class _ReadableChain(_Chain):
+    @classmethod
+    def child_configs(cls, config):
+        return [("first", config["first"]), ("second", config["second"])]
+
+
+def test_custom_container_without_child_configs_is_refused_and_load_weights_is_the_way(
+        tmp_path, monkeypatch):
+    """A registered container whose children load cannot read is never built by load."""
+    monkeypatch.setitem(base._REGISTRY, "_Chain", _Chain)  # registered for this test only
     with pn.use_backend("numpy"):
-        model = Sequential([layers.Dense(2, 4), Block([layers.Dense(4, 3)])], seed=0)
+        model = Sequential([layers.Dense(2, 4), _Chain(layers.Dense(4, 4), layers.Dense(4, 3))],
+                           seed=0)
         path = model.save(tmp_path / "custom.safetensors")
         with monkeypatch.context() as patch:
             _forbid_building(patch)
-            with pytest.raises(io.CheckpointError, match=r"layer '1' is a Block, a container "
+            with pytest.raises(io.CheckpointError, match=r"layer '1' is a _Chain, a container "
                                                          r".*model\.load_weights\(path\)"):
                 io.load(path)
-        fresh = Sequential([layers.Dense(2, 4), Block([layers.Dense(4, 3)])], seed=1)
+        fresh = Sequential([layers.Dense(2, 4), _Chain(layers.Dense(4, 4), layers.Dense(4, 3))],
+                           seed=1)
         fresh.load_weights(path)
     _assert_same_model(model, fresh)
+
+
+def test_custom_containers_with_child_configs_load_and_are_checked(tmp_path, monkeypatch):
+    """Sequential's subclasses inherit child_configs; a custom container may define its own."""
+    class Block(Sequential):
+        pass
+
+    monkeypatch.setitem(base._REGISTRY, "Block", Block)
+    monkeypatch.setitem(base._REGISTRY, "_ReadableChain", _ReadableChain)
+    with pn.use_backend("numpy"):
+        model = Sequential([layers.Dense(2, 4), Block([layers.Dense(4, 4)]),
+                            _ReadableChain(layers.Dense(4, 5), layers.Dense(5, 3))], seed=0)
+        model.parameters()["2.second.kernel"][...] = 7.0  # not what seed 0 draws
+        path = model.save(tmp_path / "custom.safetensors")
+        loaded = io.load(path)
+        assert [type(layer) for layer in loaded.layers] == [layers.Dense, Block, _ReadableChain]
+        _assert_same_model(model, loaded)
+        # the shapes it declares are checked before anything is built
+        bad = Sequential([layers.Dense(2, 4), Block([layers.Dense(4, 4)]),
+                          _ReadableChain(layers.Dense(4, 6), layers.Dense(6, 3))], seed=0)
+        ckpt = io.Checkpoint("model", _params(model), _buffers(model), bad.get_config(), None, 0)
+        forged = io.write_checkpoint(tmp_path / "forged.safetensors", ckpt)
+        with monkeypatch.context() as patch:
+            _forbid_building(patch)
+            with pytest.raises(io.CheckpointError, match=r"'2\.first\.kernel' has shape "
+                                                         r"\(4, 5\) in the file but \(4, 6\)"):
+                io.load(forged)

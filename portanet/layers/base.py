@@ -31,6 +31,7 @@ from .. import initializers
 from .._typing import Array, Shape
 from ..backend import Backend, adapter_of, get_backend, make_backend
 from ..devices import to_backend
+from ..errors import abridged
 from ..random import fresh_seed, host_generator
 
 __all__ = ["Container", "Layer", "deserialize", "get", "register", "serialize"]
@@ -351,6 +352,18 @@ class Container(Layer):
 
     is_container: ClassVar[bool] = True
 
+    @classmethod
+    def child_configs(cls, config: dict) -> list[tuple[str, Any]]:
+        """(name, layer config) of each child that ``from_config(config)`` would build, named
+        as ``children()`` names them, read without building anything.
+
+        ``pn.load`` uses it to check a file's shapes before any parameter is allocated; a
+        container class that does not define it can still be saved, and loaded with
+        ``model.load_weights`` into a model built in code.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not list its children's configs "
+                                  "(define the classmethod child_configs).")
+
     def __init__(self, name: str | None = None):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"layer name must be a string or None, received {name!r}.")
@@ -423,19 +436,29 @@ def serialize(layer: Layer) -> dict:
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
-def deserialize(config: dict) -> Layer:
-    """Rebuild a layer (unbuilt) from :func:`serialize`'s output."""
+def registered_class(config: dict) -> type[Layer]:
+    """The registered layer class that a :func:`serialize` dict names (nothing is built)."""
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError("a layer config is {'class_name': ..., 'config': {...}}, received "
-                         f"{config!r}.")
+                         f"{abridged(config)}.")
     name = config["class_name"]
-    if name not in _REGISTRY:
+    if isinstance(name, str) and name not in _REGISTRY:
         from .. import model  # noqa: F401  (registers Sequential)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown layer class {name!r}; registered layers: "
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown layer class {abridged(name)}; registered layers: "
                          f"{sorted(_REGISTRY)}. Decorate custom layers with "
                          "@portanet.layers.register.")
-    return _REGISTRY[name].from_config(dict(config.get("config", {})))
+    return _REGISTRY[name]
+
+
+def deserialize(config: dict) -> Layer:
+    """Rebuild a layer (unbuilt) from :func:`serialize`'s output."""
+    inner = config.get("config", {}) if isinstance(config, dict) else None
+    cls = registered_class(config)
+    if not isinstance(inner, dict):
+        raise ValueError(f"the config of a {cls.__name__} must be a dict, received "
+                         f"{abridged(inner)}.")
+    return cls.from_config(dict(inner))
 
 
 def get(identifier: Any) -> Layer:

@@ -72,9 +72,16 @@ class Residual(Container):
         return {"block": serialize(self.block), "name": self.name}
 
     @classmethod
+    def child_configs(cls, config: dict) -> list[tuple[str, Any]]:
+        if not isinstance(config, dict) or "block" not in config:
+            raise ValueError("a Residual config needs a 'block' layer config.")
+        return [("block", config["block"])]
+
+    @classmethod
     def from_config(cls, config: dict) -> Residual:
-        config = dict(config)
-        return cls(deserialize(config.pop("block")), **config)
+        (_, block), = cls.child_configs(config)
+        rest = {k: v for k, v in config.items() if k != "block"}
+        return cls(deserialize(block), **rest)
 
     def __repr__(self) -> str:
         return f"Residual({self.block!r})"
