@@ -154,6 +154,30 @@ def time_calls(fn, sync, warmup: int = 3, min_rounds: int = 7, min_time: float =
     return timing
 
 
+def time_alternating(fns: dict[str, Any], sync, warmup: int = 3, min_rounds: int = 7,
+                     min_time: float = 0.5, max_rounds: int = 200) -> dict[str, Timing]:
+    """Like :func:`time_calls` for several functions, called in turn: one call of each per round.
+
+    For comparing two implementations in one process: a slow phase of the machine (another
+    process, a frequency change) then slows both alike instead of whichever ran at that time.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    timings = {name: Timing() for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < min_time):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            timings[name].seconds.append(time.perf_counter() - t0)
+        rounds += 1
+    return timings
+
+
 def set_threads(threads: int) -> dict[str, Any]:
     """Pin BLAS and torch intra-op threads to ``threads``; returns what was set."""
     info: dict[str, Any] = {"threads": threads}
@@ -227,10 +251,14 @@ def _peak_memory(backend, step) -> int | None:
 
 
 def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batches: list[int],
-            floor: bool = True, min_time: float = 0.5, allow_tf32: bool = False) -> list[Row]:
+            floor: bool = True, min_time: float = 0.5, allow_tf32: bool = False,
+            baseline: bool = True) -> list[Row]:
     """Time ``model``'s training step on one backend/device (runs in the calling process).
 
-    The PyTorch baseline is measured by :func:`measure_torch` in a process of its own.
+    The PyTorch baseline of the other backends is measured by :func:`measure_torch` in a
+    process of its own (their thread pools would fight torch's). The torch backend shares
+    torch's pool, so its baseline runs here, alternating step by step with portanet's
+    (:func:`time_alternating`): the ratio of two steps that ran through the same moments.
     """
     import portanet as pn
 
@@ -252,12 +280,20 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
             y_host = rng.integers(0, 10, size=batch).astype(np.int64)
             x = pn.asarray(x_host)
             y = pn.asarray(y_host)
-            t = time_calls(lambda net=net, x=x, y=y: net.train_step(x, y), backend.synchronize,
-                           min_time=min_time)
+            ours = lambda net=net, x=x, y=y: net.train_step(x, y)  # noqa: E731
+            torch_s = None
+            if baseline and backend.name == "torch" and model in MODELS:
+                step = build_torch(model, dtype, backend.device_name)
+                theirs = lambda step=step, x=x, y=y: step(x, y)  # noqa: E731
+                both = time_alternating({"portanet": ours, "torch": theirs},
+                                        backend.synchronize, min_time=min_time)
+                t, torch_s = both["portanet"], both["torch"].median
+            else:
+                t = time_calls(ours, backend.synchronize, min_time=min_time)
             floor_s = _floor(xp, backend, model, batch, dtype, min_time) if floor else None
-            peak = _peak_memory(backend, lambda net=net, x=x, y=y: net.train_step(x, y))
+            peak = _peak_memory(backend, ours)
             rows.append(Row(model, backend.name, backend.device_name, dtype, batch, t.median,
-                            t.iqr, batch / t.median, floor_s, None, peak, len(t.seconds)))
+                            t.iqr, batch / t.median, floor_s, torch_s, peak, len(t.seconds)))
     return rows
 
 
@@ -369,15 +405,18 @@ def run(model: str, targets: list[tuple[str, str | None]], dtypes: list[str], ba
               "min_time": min_time, "allow_tf32": allow_tf32}
     rows: list[dict[str, Any]] = []
     for name, device in targets:
-        rows += _spawn(dict(common, kind="portanet", backend=name, device=device), env)
+        rows += _spawn(dict(common, kind="portanet", backend=name, device=device,
+                            baseline=baseline and _importable("torch")), env)
     if baseline and model in MODELS and _importable("torch"):
         baselines = []
-        for device in sorted({baseline_device(r["backend"], r["device"]) for r in rows}):
+        for device in sorted({baseline_device(r["backend"], r["device"]) for r in rows
+                              if r.get("torch_s") is None}):
             baselines += _spawn(dict(common, kind="torch", device=device), env)
         times = {(b["device"], b["dtype"], b["batch"]): b["median_s"] for b in baselines}
         for r in rows:
-            r["torch_s"] = times.get((baseline_device(r["backend"], r["device"]), r["dtype"],
-                                      r["batch"]))
+            if r.get("torch_s") is None:  # the torch backend measured its own, alongside
+                r["torch_s"] = times.get((baseline_device(r["backend"], r["device"]),
+                                          r["dtype"], r["batch"]))
     return {"machine": machine_info(), "threads": threads, "allow_tf32": allow_tf32,
             "model": model, "rows": rows}
 
@@ -422,8 +461,9 @@ def table(report: dict[str, Any]) -> str:
                 f"tf32={'on' if report['allow_tf32'] else 'off'}  cpus={m['cpus']}  "
                 f"torch={m['torch']}  numpy={m['numpy']}")
     text.append("x numpy: step time / the numpy backend's; x torch: step time / PyTorch "
-                "eager+autograd step time (same device); x floor: step time / time of the "
-                "step's matmuls alone on that backend.")
+                "eager+autograd step time (same device; for the torch backend measured in the "
+                "same process, alternating steps); x floor: step time / time of the step's "
+                "matmuls alone on that backend.")
     return "\n".join(text)
 
 
@@ -465,7 +505,8 @@ def _worker(job: dict[str, Any]) -> None:
                             job["min_time"], job["allow_tf32"])
     else:
         rows = measure(job["model"], job["backend"], job["device"], job["dtypes"],
-                       job["batches"], min_time=job["min_time"], allow_tf32=job["allow_tf32"])
+                       job["batches"], min_time=job["min_time"], allow_tf32=job["allow_tf32"],
+                       baseline=job.get("baseline", True))
         out = [dict(asdict(r), thread_setup=info) for r in rows]
     print(json.dumps(out))
 

@@ -30,6 +30,26 @@ def test_time_calls_synchronizes_every_round():
     assert timing.median >= 0 and timing.iqr >= 0
 
 
+def test_time_alternating_calls_each_function_once_per_round():
+    calls = []
+    timings = bench.time_alternating({"a": lambda: calls.append("a"),
+                                      "b": lambda: calls.append("b")},
+                                     lambda: calls.append("s"), warmup=1, min_rounds=4,
+                                     min_time=0.0)
+    assert calls[:3] == ["a", "b", "s"]
+    assert calls[3:] == ["a", "s", "b", "s"] * 4  # a, b, a, b: never all of a, then all of b
+    assert [len(t.seconds) for t in timings.values()] == [4, 4]
+
+
+def test_torch_backend_measures_its_baseline_alongside():
+    """The torch backend's x torch comes from steps timed alternately in one worker."""
+    pytest.importorskip("torch")
+    report = bench.run("mlp", [("torch", "cpu")], ["float32"], [8], threads=1, min_time=0.0)
+    (row,) = report["rows"]
+    assert row["backend"] == "torch" and row["torch_s"] > 0 and row["rounds"] >= 7
+    assert "alternating steps" in bench.table(report)
+
+
 def test_parse_targets():
     assert bench.parse_targets("numpy, torch:cuda:1,array_api_strict:device1") == [
         ("numpy", None), ("torch", "cuda:1"), ("array_api_strict", "device1")]
