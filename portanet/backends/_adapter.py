@@ -12,6 +12,7 @@ one, and the tests compare the two.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -41,6 +42,12 @@ class Adapter:
     def namespace(self) -> Namespace:
         """The array API namespace (array_api_compat's wrapper where the library needs one)."""
         raise NotImplementedError
+
+    @functools.cached_property
+    def xp(self) -> Namespace:
+        """``namespace()``, looked up once (the one ``array_namespace`` gives this library's
+        arrays), for hot paths that already hold the adapter."""
+        return self.namespace()
 
     # -- devices -----------------------------------------------------------------------------
     def devices(self) -> list[Device]:
