@@ -32,6 +32,7 @@ import pytest
 from _common import CPU_BACKENDS, backends, run, wait, with_baseline
 
 import portanet as pn
+from portanet import bench
 from portanet import layers as L
 
 THREADS = 1
@@ -103,25 +104,24 @@ def test_layer_forward_backward(benchmark, group, implementation):
 
 
 # The floor of each group with matrix products: the same products alone on the backend
-# (forward, weight gradient, input gradient; a convolution as its im2col-sized GEMMs).
+# (forward, weight gradient, input gradient; a convolution as its im2col-sized GEMMs), laid out
+# as Dense lays them out (bench.floor_products).
 FLOOR_SHAPES = {
-    "Dense 784->512 b128": [(128, 784, 512), (784, 128, 512), (128, 512, 784)],
-    "Conv2D 6->16 5x5 b128": [(128 * 10 * 10, 6 * 25, 16), (6 * 25, 128 * 10 * 10, 16),
-                              (128 * 10 * 10, 16, 6 * 25)],
+    "Dense 784->512 b128": [("forward", 128, 784, 512), ("weight_gradient", 128, 784, 512),
+                            ("input_gradient", 128, 784, 512)],
+    "Conv2D 6->16 5x5 b128": [(product, 128 * 10 * 10, 6 * 25, 16) for product in
+                              ("forward", "weight_gradient", "input_gradient")],
 }
 
 
 @pytest.mark.parametrize("implementation", backends(CPU_BACKENDS))
 @pytest.mark.parametrize("group", list(FLOOR_SHAPES))
 def test_matmul_floor(benchmark, group, implementation):
-    rng = np.random.default_rng(0)
     with pn.use_backend(implementation) as b:
-        pairs = [(pn.asarray(rng.standard_normal((m, k)), dtype="float32"),
-                  pn.asarray(rng.standard_normal((k, n)), dtype="float32"))
-                 for m, k, n in FLOOR_SHAPES[group]]
+        products = bench.floor_products(FLOOR_SHAPES[group], b, "float32")
 
     def step():
-        return wait([b.xp.matmul(a, w) for a, w in pairs])
+        return wait(products())
 
     run(benchmark, step, group=group, implementation=f"{implementation} floor",
         baseline=False, input_shape=[])

@@ -58,14 +58,10 @@ def test_portanet_step(benchmark, name, model, batch):
 def test_matmul_floor(benchmark, name, model, batch):
     """The step's matmuls alone (forward, dW, dX) on the same backend: the floor."""
     with pn.use_backend(name) as b:
-        rng = np.random.default_rng(0)
-        pairs = [(pn.asarray(rng.standard_normal((m, k)), dtype="float32"),
-                  pn.asarray(rng.standard_normal((k, n)), dtype="float32"))
-                 for m, k, n in bench.floor_shapes(model, batch)]
+        products = bench.floor_products(bench.floor_shapes(model, batch), b, "float32")
 
         def matmuls():
-            for a, w in pairs:
-                b.xp.matmul(a, w)
+            products()
             b.synchronize()
 
         run(benchmark, matmuls, group=f"{model} step b{batch}",

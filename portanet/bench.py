@@ -98,11 +98,14 @@ def input_shape(model: str) -> tuple[int, ...]:
     return (MLP_SIZES[0],) if model == "mlp" else (1, 28, 28)
 
 
-def floor_shapes(model: str, batch: int) -> list[tuple[int, int, int]]:
-    """(m, k, n) of every matmul a training step must do: forward, dW and dX (not for layer 1).
+def floor_shapes(model: str, batch: int) -> list[tuple[str, int, int, int]]:
+    """``(product, rows, fan_in, fan_out)`` of every matrix product a training step must do.
 
-    Convolutions count as their GEMM equivalent (im2col sizes): (B*Ho*Wo, Cin*kh*kw) x
-    (Cin*kh*kw, Cout), whatever way an implementation reaches it.
+    Per layer (x: rows x fan_in, W: fan_in x fan_out, dz: rows x fan_out): ``"forward"``
+    x @ W, ``"weight_gradient"`` x^T @ dz and ``"input_gradient"`` dz @ W^T (none for the
+    first layer: nothing needs dL/dx there). Convolutions count as their GEMM equivalent (im2col
+    sizes): rows B*Ho*Wo, fan_in Cin*kh*kw, fan_out Cout, whatever way an implementation
+    reaches it.
     """
     if model == "mlp":
         dims = [(batch, MLP_SIZES[i], MLP_SIZES[i + 1]) for i in range(3)]
@@ -112,12 +115,43 @@ def floor_shapes(model: str, batch: int) -> list[tuple[int, int, int]]:
     else:
         return []
     shapes = []
-    for i, (m, k, n) in enumerate(dims):
-        shapes.append((m, k, n))            # forward: X @ W
-        shapes.append((k, m, n))            # dW = X^T @ dY
+    for i, (rows, fan_in, fan_out) in enumerate(dims):
+        shapes.append(("forward", rows, fan_in, fan_out))
+        shapes.append(("weight_gradient", rows, fan_in, fan_out))
         if i > 0:
-            shapes.append((m, n, k))        # dX = dY @ W^T
+            shapes.append(("input_gradient", rows, fan_in, fan_out))
     return shapes
+
+
+def floor_products(shapes: list[tuple[str, int, int, int]], backend: Any, dtype: str):
+    """A function that computes the products of ``shapes`` (:func:`floor_shapes`) on ``backend``.
+
+    The operands are laid out as Dense lays out its kernel and computes its gradient
+    (``Adapter.weight_order``): the floor is the step's own matmuls, alone. The function
+    returns the products (for a caller that must wait for them).
+    """
+    adapter, xp = backend.adapter, backend.xp
+    by_columns = adapter.weight_order == "F"
+    rng = np.random.default_rng(0)
+
+    def random(*shape):
+        return adapter.from_numpy(rng.standard_normal(shape).astype(dtype), backend.device)
+
+    operands = []
+    for product, rows, fan_in, fan_out in shapes:
+        x, dz = random(rows, fan_in), random(rows, fan_out)
+        w = adapter.in_weight_order(random(fan_in, fan_out))
+        if product == "forward":
+            operands.append((x, w))
+        elif product == "weight_gradient":  # (dz^T @ x)^T by columns: the transpose is free
+            operands.append((dz.T, x) if by_columns else (x.T, dz))
+        else:
+            operands.append((dz, w.T))
+
+    def products():
+        return [xp.matmul(a, b) for a, b in operands]
+
+    return products
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -263,7 +297,6 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
     import portanet as pn
 
     backend = pn.set_backend(backend_name, device)
-    xp = backend.xp
     if backend.name == "torch":
         import torch
 
@@ -290,7 +323,7 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
                 t, torch_s = both["portanet"], both["torch"].median
             else:
                 t = time_calls(ours, backend.synchronize, min_time=min_time)
-            floor_s = _floor(xp, backend, model, batch, dtype, min_time) if floor else None
+            floor_s = _floor(backend, model, batch, dtype, min_time) if floor else None
             peak = _peak_memory(backend, ours)
             rows.append(Row(model, backend.name, backend.device_name, dtype, batch, t.median,
                             t.iqr, batch / t.median, floor_s, torch_s, peak, len(t.seconds)))
@@ -305,21 +338,12 @@ def _first_input_features(net) -> tuple[int, ...]:
                      "is then known); received " + type(first).__name__)
 
 
-def _floor(xp, backend, model, batch, dtype, min_time) -> float | None:
+def _floor(backend, model, batch, dtype, min_time) -> float | None:
     shapes = floor_shapes(model, batch)
     if not shapes:
         return None
-    rng = np.random.default_rng(0)
-    pairs = [(backend.adapter.from_numpy(rng.standard_normal((m, k)).astype(dtype),
-                                         backend.device),
-              backend.adapter.from_numpy(rng.standard_normal((k, n)).astype(dtype),
-                                         backend.device)) for m, k, n in shapes]
-
-    def matmuls():
-        for a, b in pairs:
-            xp.matmul(a, b)
-
-    return time_calls(matmuls, backend.synchronize, min_time=min_time).median
+    return time_calls(floor_products(shapes, backend, dtype), backend.synchronize,
+                      min_time=min_time).median
 
 
 def baseline_device(backend_name: str, device_name: str) -> str:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_matches
 
 from portanet import bench
 from portanet.cli import build_parser
@@ -15,10 +16,25 @@ from portanet.cli import build_parser
 def test_floor_counts_every_matmul_of_an_mlp_step():
     """3 forward matmuls, 3 weight gradients, 2 input gradients (none for the input layer)."""
     shapes = bench.floor_shapes("mlp", 128)
-    assert len(shapes) == 8
-    flops = sum(2 * m * k * n for m, k, n in shapes)
+    assert [s[0] for s in shapes].count("input_gradient") == 2 and len(shapes) == 8
+    flops = sum(2 * rows * fan_in * fan_out for _, rows, fan_in, fan_out in shapes)
     per_layer = [784 * 512, 512 * 512, 512 * 10]
     assert flops == 2 * 128 * (3 * sum(per_layer) - per_layer[0])
+
+
+def test_floor_products_are_the_step_matmuls_in_the_layers_layout(backend):
+    """Each product has the shape and value of the step's (checked against NumPy float64)."""
+    shapes = [("forward", 6, 5, 3), ("weight_gradient", 6, 5, 3), ("input_gradient", 6, 5, 3)]
+    out = bench.floor_products(shapes, backend.backend, "float64")()
+    rng = np.random.default_rng(0)  # floor_products draws x, dz, w per product, in that order
+    expected = []
+    for product, *_ in shapes:
+        x, dz, w = rng.standard_normal((6, 5)), rng.standard_normal((6, 3)), \
+            rng.standard_normal((5, 3))
+        expected.append({"forward": x @ w, "weight_gradient": (x.T @ dz).T,
+                         "input_gradient": dz @ w.T}[product])
+    for got, want in zip(out, expected, strict=True):
+        assert_matches(got if got.shape == want.shape else got.T, want, backend, "float64")
 
 
 def test_time_calls_synchronizes_every_round():

@@ -112,6 +112,26 @@ class Adapter:
     """``(p, d, alpha)``: ``p <- p + alpha * d`` written into the writeable ``p``; returns
     ``p``, or None where it cannot take these arrays (then the portable form runs)."""
 
+    # -- memory layout of weight matrices ------------------------------------------------------
+    weight_order: ClassVar[str] = "C"
+    """How Dense lays out its kernel W, of shape (in, out), in memory: ``"C"``, row by row
+    (NumPy's default), or ``"F"``, column by column, so that W^T is the C-contiguous (out, in)
+    matrix, the layout of ``torch.nn.Linear``'s weight. The math is the same; a library's GEMM
+    may be faster in one order (``backends/torch.py`` has the figures). Dense computes dL/dW in
+    the kernel's order too, so the optimizer's update reads both in one contiguous pass."""
+
+    def in_weight_order(self, w: Array) -> Array:
+        """``w`` (2-D) laid out in :attr:`weight_order`: ``w`` itself where it already is."""
+        return w
+
+    def copy_like(self, a: Array, like: Array) -> Array:
+        """A copy of ``a`` in the dtype and memory layout of ``like`` (same shape and device).
+
+        How a layer takes a caller's array (``set_parameters``) and an optimizer a loaded state:
+        the copy keeps the layout of the array it replaces.
+        """
+        return self.xp.astype(a, like.dtype, copy=True)
+
     def synchronize(self, device: Device) -> None:
         """Wait until all work queued on ``device`` has finished (no-op on the host)."""
 

@@ -299,10 +299,12 @@ class Layer:
                                 "another backend or device. Move it with pn.to_backend first.")
         for full, value in values.items():
             leaf, key = slots[full]
+            old = getattr(leaf, kind)[key]
             if compat.is_writeable_array(value):
                 # The layer owns its arrays: the optimizer updates them in place, and that must
-                # not reach the caller's array (or a callback's snapshot).
-                value = compat.array_namespace(value).asarray(value, copy=True)
+                # not reach the caller's array (or a callback's snapshot). The copy keeps the
+                # memory layout the layer chose (Dense's kernel: Adapter.weight_order).
+                value = adapter_of(old).copy_like(value, old)
             getattr(leaf, kind)[key] = value
 
     @property

@@ -12,7 +12,10 @@ Backward, given dL/dy (N, out_features)::
     dL/db = sum_n dz[n]              (out_features,)
     dL/dx = dz @ W^T                 (N, in_features)
 
-The kernel is stored as (in, out) so the forward pass is one matmul with no transpose.
+The kernel is stored as (in, out) so the forward pass is one matmul with no transpose. Its
+memory layout is the backend's choice (``Adapter.weight_order``): on torch it is column by
+column, nn.Linear's (out, in) layout, where MKL's GEMM is fastest; dL/dW is then computed as
+(dz^T @ x)^T, the same matrix, in the same layout, so the optimizer's update is one pass.
 Inputs with more leading axes, (..., in_features), are handled as a batch of rows.
 """
 
@@ -20,9 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat as compat
-
 from .._typing import Array, Shape
+from ..backend import adapter_of
 from ._weighted import WeightedLayer
 from .base import _positive_int, register
 
@@ -53,6 +55,7 @@ class Dense(WeightedLayer):
     """
 
     can_skip_input_gradient = True
+    _kernel_by_columns = False  # set by on_build from the backend's weight_order
 
     def __init__(self, in_features: int, out_features: int, activation: Any = None,
                  use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
@@ -70,6 +73,12 @@ class Dense(WeightedLayer):
             specs["bias"] = ((self.out_features,), self.bias_initializer)
         return specs
 
+    def on_build(self) -> None:
+        kernel = self.parameters["kernel"]
+        adapter = adapter_of(kernel)
+        self.parameters["kernel"] = adapter.in_weight_order(kernel)
+        self._kernel_by_columns = adapter.weight_order == "F"
+
     def _check(self, x: Array, w: Array | None = None) -> None:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -82,7 +91,7 @@ class Dense(WeightedLayer):
         self.ensure_built(x)
         w = self.parameters["kernel"]
         self._check(x, w)
-        xp = compat.array_namespace(x)
+        xp = adapter_of(x).xp
         b = self.parameters["bias"] if self.use_bias else None
         act = self.activation
 
@@ -101,7 +110,11 @@ class Dense(WeightedLayer):
             # Rows of any leading shape: flatten them to one batch axis for the weight gradient.
             x2 = x if x.ndim == 2 else xp.reshape(x, (-1, self.in_features))
             dz2 = dz if dz.ndim == 2 else xp.reshape(dz, (-1, self.out_features))
-            self.gradients["kernel"] = x2.T @ dz2
+            if self._kernel_by_columns:
+                # (dz^T @ x)^T = x^T @ dz, laid out column by column like the kernel.
+                self.gradients["kernel"] = (dz2.T @ x2).T
+            else:
+                self.gradients["kernel"] = x2.T @ dz2
             if b is not None:
                 self.gradients["bias"] = xp.sum(dz2, axis=0)
             if not input_gradient:  # the model's first layer: nobody needs dL/dx

@@ -426,8 +426,8 @@ def _onto(a: Array, like: Array) -> Array:
     checkpoint: the optimizer must own its state, since the in-place path writes into it)."""
     from ..backend import adapter_of
 
-    moved = to_backend(a, adapter_of(like).name, compat.device(like))
-    xp = compat.array_namespace(like)
-    if moved.dtype != like.dtype:
-        return xp.astype(moved, like.dtype)
-    return _copy(moved)  # to_backend may return a itself, or share its memory (DLPack)
+    adapter = adapter_of(like)
+    moved = to_backend(a, adapter.name, compat.device(like))
+    # A copy (to_backend may return a itself, or share its memory through DLPack), in like's
+    # memory layout too: the in-place update then reads state and gradient in one pass.
+    return adapter.copy_like(moved, like)
