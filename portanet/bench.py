@@ -292,7 +292,8 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
     The PyTorch baseline of the other backends is measured by :func:`measure_torch` in a
     process of its own (their thread pools would fight torch's). The torch backend shares
     torch's pool, so its baseline runs here, alternating step by step with portanet's
-    (:func:`time_alternating`): the ratio of two steps that ran through the same moments.
+    (:func:`time_alternating`): the ratio of two steps that ran through the same moments. The
+    matmul floor alternates with the step the same way, on every backend.
     """
     import portanet as pn
 
@@ -314,16 +315,19 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
             x = pn.asarray(x_host)
             y = pn.asarray(y_host)
             ours = lambda net=net, x=x, y=y: net.train_step(x, y)  # noqa: E731
-            torch_s = None
+            # Timed in turn, round by round, with what the step is compared with in this
+            # process: its matmul floor, and on the torch backend the PyTorch baseline.
+            timed = {"portanet": ours}
+            shapes = floor_shapes(model, batch) if floor else []
+            if shapes:
+                timed["floor"] = floor_products(shapes, backend, dtype)
             if baseline and backend.name == "torch" and model in MODELS:
                 step = build_torch(model, dtype, backend.device_name)
-                theirs = lambda step=step, x=x, y=y: step(x, y)  # noqa: E731
-                both = time_alternating({"portanet": ours, "torch": theirs},
-                                        backend.synchronize, min_time=min_time)
-                t, torch_s = both["portanet"], both["torch"].median
-            else:
-                t = time_calls(ours, backend.synchronize, min_time=min_time)
-            floor_s = _floor(backend, model, batch, dtype, min_time) if floor else None
+                timed["torch"] = lambda step=step, x=x, y=y: step(x, y)
+            timings = time_alternating(timed, backend.synchronize, min_time=min_time)
+            t = timings["portanet"]
+            floor_s = timings["floor"].median if "floor" in timings else None
+            torch_s = timings["torch"].median if "torch" in timings else None
             peak = _peak_memory(backend, ours)
             rows.append(Row(model, backend.name, backend.device_name, dtype, batch, t.median,
                             t.iqr, batch / t.median, floor_s, torch_s, peak, len(t.seconds)))
@@ -336,14 +340,6 @@ def _first_input_features(net) -> tuple[int, ...]:
         return (first.in_features,)
     raise ValueError("a saved model to benchmark must start with a Dense layer (its input size "
                      "is then known); received " + type(first).__name__)
-
-
-def _floor(backend, model, batch, dtype, min_time) -> float | None:
-    shapes = floor_shapes(model, batch)
-    if not shapes:
-        return None
-    return time_calls(floor_products(shapes, backend, dtype), backend.synchronize,
-                      min_time=min_time).median
 
 
 def baseline_device(backend_name: str, device_name: str) -> str:
@@ -487,7 +483,7 @@ def table(report: dict[str, Any]) -> str:
     text.append("x numpy: step time / the numpy backend's; x torch: step time / PyTorch "
                 "eager+autograd step time (same device; for the torch backend measured in the "
                 "same process, alternating steps); x floor: step time / time of the step's "
-                "matmuls alone on that backend.")
+                "matmuls alone on that backend (alternating with the step).")
     return "\n".join(text)
 
 

@@ -61,6 +61,7 @@ from typing import Any, ClassVar
 
 import array_api_compat as compat
 
+from . import fused
 from ._typing import Array, Namespace
 from .activations import log_softmax, sigmoid
 from .devices import namespace_of, to_numpy
@@ -278,22 +279,17 @@ def _class_targets(xp: Namespace, y_pred: Array, y_true: Array, name: str,
     n_classes = y_pred.shape[-1]
     batch = _shape(y_pred)[:-1]
     received = _shape(y_true)
-    if received == batch and received != _shape(y_pred):
-        if xp.isdtype(y_true.dtype, "integral"):
-            if not allow_ids:
-                raise TypeError(
-                    f"{name} needs a probability distribution per sample, y_true of shape "
-                    f"{_shape(y_pred)}, received integer class ids of shape {received}. Convert "
-                    f"them with pn.ops.one_hot(y_true, {n_classes}).")
-            # One-hot by comparing each id with 0..C-1: no scatter, no host read. An id outside
-            # [0, C) matches no class; `valid` remembers it so the loss can turn NaN.
-            classes = xp.arange(n_classes, dtype=y_true.dtype, device=compat.device(y_true))
-            y = xp.astype(xp.expand_dims(y_true, axis=-1) == classes, y_pred.dtype)
-            return y, (y_true >= 0) & (y_true < n_classes)
-        raise TypeError(
-            f"{name}: y_true of shape {received} for y_pred {_shape(y_pred)} looks like class "
-            f"ids, but has dtype {y_true.dtype}. Pass integer ids "
-            "(pn.asarray(y, dtype='int64')) or one-hot targets of y_pred's shape.")
+    if _are_class_ids(xp, y_pred, y_true, name):
+        if not allow_ids:
+            raise TypeError(
+                f"{name} needs a probability distribution per sample, y_true of shape "
+                f"{_shape(y_pred)}, received integer class ids of shape {received}. Convert "
+                f"them with pn.ops.one_hot(y_true, {n_classes}).")
+        # One-hot by comparing each id with 0..C-1: no scatter, no host read. An id outside
+        # [0, C) matches no class; `valid` remembers it so the loss can turn NaN.
+        classes = xp.arange(n_classes, dtype=y_true.dtype, device=compat.device(y_true))
+        y = xp.astype(xp.expand_dims(y_true, axis=-1) == classes, y_pred.dtype)
+        return y, (y_true >= 0) & (y_true < n_classes)
     if received == _shape(y_pred):
         return _cast_targets(xp, y_true, y_pred, name), None
     if len(received) == len(batch) + 1 and received[:-1] == batch:
@@ -305,6 +301,19 @@ def _class_targets(xp: Namespace, y_pred: Array, y_true: Array, name: str,
         f"{name} expects y_true of shape {_shape(y_pred)} (one-hot or probabilities)"
         + (f" or integer class ids of shape {batch}" if allow_ids else "")
         + f", received shape {received} for y_pred of shape {_shape(y_pred)}.")
+
+
+def _are_class_ids(xp: Namespace, y_pred: Array, y_true: Array, name: str) -> bool:
+    """Whether ``y_true`` holds one integer class id per sample of ``y_pred`` (..., C)."""
+    received = _shape(y_true)
+    if received != _shape(y_pred)[:-1] or received == _shape(y_pred):
+        return False
+    if not xp.isdtype(y_true.dtype, "integral"):
+        raise TypeError(
+            f"{name}: y_true of shape {received} for y_pred {_shape(y_pred)} looks like class "
+            f"ids, but has dtype {y_true.dtype}. Pass integer ids "
+            "(pn.asarray(y, dtype='int64')) or one-hot targets of y_pred's shape.")
+    return True
 
 
 def _poison_invalid(xp: Namespace, per_sample: Array, valid: Array | None) -> Array:
@@ -924,6 +933,11 @@ class SoftmaxCrossEntropy(_ClassLoss):
         return weights
 
     def _compute(self, xp, y_pred, y_true):
+        plain = self.class_weights is None and self.label_smoothing == 0.0
+        if plain and _are_class_ids(xp, y_pred, y_true, type(self).__name__):
+            # The common case, one fused kernel where the backend has one (fused.py).
+            per_sample, grad = fused.softmax_cross_entropy(y_pred, y_true)
+            return _reduce(xp, per_sample, grad, self.reduction)
         y, valid = _class_targets(xp, y_pred, y_true, type(self).__name__)
         weights = self._weights(xp, y_pred)
         e = self.label_smoothing

@@ -111,6 +111,9 @@ class Adapter:
     add_scaled_: ClassVar[Callable[[Array, Array, float], Array | None] | None] = None
     """``(p, d, alpha)``: ``p <- p + alpha * d`` written into the writeable ``p``; returns
     ``p``, or None where it cannot take these arrays (then the portable form runs)."""
+    softmax_cross_entropy: ClassVar[Callable[[Array, Array], Any] | None] = None
+    """``(z, ids) -> (per-sample loss, gradient of their sum)``, or None where it cannot take
+    these arrays (then the portable form runs)."""
 
     # -- memory layout of weight matrices ------------------------------------------------------
     weight_order: ClassVar[str] = "C"

@@ -37,6 +37,13 @@ class NumpyAdapter(Adapter):
 
         return erf(x)
 
+    def relu(self, x):
+        # max(x, 0) against a row of zeros rather than the scalar 0: NumPy 2.4 runs maximum's
+        # SIMD loop for two array operands and a slower generic loop for an array and a scalar
+        # (float32, measured: (128, 512) 19 vs 35 us, (1024, 512) 119 vs 256 us). Same values,
+        # NaN included.
+        return np.maximum(x, np.zeros(x.shape[-1:], x.dtype))
+
     def generator(self, seed, device):
         return np.random.Generator(np.random.PCG64(seed))
 

@@ -8,6 +8,7 @@ torch's own autograd and optimizers use for ReLU and SGD (see ``portanet/fused.p
 from __future__ import annotations
 
 import functools
+import math
 
 from ._adapter import Adapter
 
@@ -92,6 +93,19 @@ class TorchAdapter(Adapter):
 
     def add_scaled_(self, p, d, alpha):
         return p.add_(d, alpha=alpha)
+
+    def softmax_cross_entropy(self, z, ids):
+        if z.ndim != 2:  # nll_loss wants the class axis second: other shapes run portably
+            return None
+        torch = self._torch
+        log_s = torch.log_softmax(z, dim=-1)
+        safe = ids.clamp(0, z.shape[-1] - 1).to(torch.int64)  # nll_loss must not see a bad id
+        valid = safe == ids
+        loss = torch.where(valid, torch.nn.functional.nll_loss(log_s, safe, reduction="none"),
+                           math.nan)
+        grad = log_s.exp_()  # softmax, into log_s's array (nll_loss has read it)
+        grad.scatter_add_(-1, safe.unsqueeze(-1), valid.unsqueeze(-1).to(z.dtype).neg_())
+        return loss, grad
 
     # -- weight layout: nn.Linear's (out, in) ------------------------------------------------
     # MKL's CPU GEMM is tuned for the operand order nn.Linear uses. With W (in, out) stored row
