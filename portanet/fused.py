@@ -22,8 +22,9 @@ Measured on this project's 2-core machine (torch 2.13 CPU, 2 threads, float32, m
 
 NumPy has no such calls (SciPy's BLAS ``axpy`` would be one pass, but its OpenBLAS thread pool
 is not NumPy's: the two spin against each other and a training step got 5x slower), so NumPy,
-array-api-strict and JAX run the portable forms, except NumPy's ReLU, which only chooses the
-operands NumPy's fast loop takes (``backends/numpy.py``: 2x).
+array-api-strict and JAX run the portable forms. NumPy's adapter has two kernels of its own
+(``backends/numpy.py``): ReLU against a row of zeros, the operands NumPy's SIMD loop takes (2x),
+and the softmax cross-entropy with fancy indexing instead of a one-hot (40 vs 62 us).
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def softmax_cross_entropy(z: Array, ids: Array) -> tuple[Array, Array]:
 
     The portable form builds the one-hot targets and runs about a dozen array operations; the
     torch kernel is ``log_softmax`` and ``nll_loss`` (the calls ``nn.CrossEntropyLoss`` makes)
-    plus the gradient written into softmax's own array. They agree to a few roundings
-    (tests/test_fused.py). Measured at batch 128, 10 classes (float32, 2 threads), with the mean
-    reduction: the loss went from 0.18-0.22 ms to 0.06 ms.
+    plus the gradient written into softmax's own array; NumPy's reads z[n, t_n] by fancy
+    indexing. They agree to a few roundings (tests/test_fused.py). Measured at (128, 10),
+    float32: torch 53 us (PyTorch's ``cross_entropy`` forward and autograd backward: 85 us),
+    NumPy 40 us, against 62 us for the portable form on NumPy.
 
     Returns:
         ``(L, dL/dz)``: per-sample losses of ``ids``'s shape, and the gradient of their sum.

@@ -44,6 +44,24 @@ class NumpyAdapter(Adapter):
         # NaN included.
         return np.maximum(x, np.zeros(x.shape[-1:], x.dtype))
 
+    def softmax_cross_entropy(self, z, ids):
+        # The formula of fused.softmax_cross_entropy with NumPy's fancy indexing: z[n, t_n] is
+        # read directly and the one-hot subtracted in place, instead of building the one-hot
+        # (measured at (128, 10) float32: 40 vs 62 us).
+        if z.ndim != 2:
+            return None
+        n_samples, n_classes = z.shape
+        shifted = z - z.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        valid = (ids >= 0) & (ids < n_classes)
+        safe = np.where(valid, ids, 0)
+        rows = np.arange(n_samples)
+        loss = np.log(total[:, 0]) - shifted[rows, safe]
+        grad = np.divide(exp, total, out=exp)  # softmax, into exp's array
+        grad[rows, safe] -= valid
+        return np.where(valid, loss, np.nan), grad
+
     def generator(self, seed, device):
         return np.random.Generator(np.random.PCG64(seed))
 
