@@ -83,6 +83,14 @@ class Layer:
     gradient nobody reads (PyTorch skips it the same way for inputs without requires_grad)."""
 
     def __init__(self, name: str | None = None):
+        self._init_state(name)
+        self.parameters: dict[str, Array] = {}
+        self.gradients: dict[str, Array] = {}
+        self.buffers: dict[str, Array] = {}
+
+    def _init_state(self, name: str | None) -> None:
+        """What every layer has, leaf or container: name, mode, build state, regularizers.
+        (A container's parameters, gradients and buffers are methods over its children.)"""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"layer name must be a string or None, received {name!r}.")
         self.name = name
@@ -90,9 +98,6 @@ class Layer:
         self.built = False
         self.dtype: str | None = None
         self.backend: Backend | None = None
-        self.parameters: dict[str, Array] = {}
-        self.gradients: dict[str, Array] = {}
-        self.buffers: dict[str, Array] = {}
         self.regularizers: dict[str, Any] = {}
 
     # -- what subclasses declare -------------------------------------------------------------
@@ -367,14 +372,7 @@ class Container(Layer):
                                   "(define the classmethod child_configs).")
 
     def __init__(self, name: str | None = None):
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"layer name must be a string or None, received {name!r}.")
-        self.name = name
-        self.training = False
-        self.built = False
-        self.dtype = None
-        self.backend = None
-        self.regularizers = {}
+        self._init_state(name)
 
     def parameters(self) -> dict[str, Array]:  # type: ignore[override]
         """Trainable arrays of all sub-layers: {"0.kernel": ..., "0.bias": ..., ...}."""
