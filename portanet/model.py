@@ -34,6 +34,7 @@ import array_api_compat as compat
 from . import losses, optimizers
 from ._typing import Array, Shape
 from .devices import namespace_of
+from .engine import Engine, check_jit_compile
 from .errors import abridged
 from .layers.base import (
     _FLOAT_DTYPES,
@@ -63,6 +64,10 @@ class Sequential(Container):
             gives the same weights on every backend. None: fresh entropy (stored in ``seed``).
         dtype: "float32" (default) or "float64" for every parameter.
         name: optional display name.
+        jit_compile: "auto" (default: compile the training step and the forward pass where
+            the backend has a compiler that measures faster, i.e. JAX), True (compile:
+            ``jax.jit``, ``torch.compile``; an error on backends without a compiler) or False
+            (eager). See :mod:`portanet.engine`; ``model.engine`` reports what runs.
 
     The model is built at once on the active backend (``pn.get_backend()``); move it with
     :meth:`to`.
@@ -71,7 +76,8 @@ class Sequential(Container):
     """
 
     def __init__(self, layers: Any = None, loss: Any = None, optimizer: Any = None,
-                 seed: int | None = None, dtype: Any = "float32", name: str | None = None):
+                 seed: int | None = None, dtype: Any = "float32", name: str | None = None,
+                 jit_compile: Any = "auto"):
         super().__init__(name)
         layers = [] if layers is None else layers
         if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
@@ -98,6 +104,7 @@ class Sequential(Container):
         self.seed = fresh_seed() if seed is None else seed
         self.epoch = 0  # epochs trained so far (fit and checkpoints keep it)
         self._last_backprop = None
+        self.engine = Engine(self, jit_compile)
         self.build(self.seed, (), dtype, None)
 
     # -- structure -----------------------------------------------------------------------------
@@ -119,6 +126,19 @@ class Sequential(Container):
         self._index()
         return self
 
+    @property
+    def jit_compile(self) -> Any:
+        """"auto", True or False: see the constructor; assignable."""
+        return self.engine.jit_compile
+
+    @jit_compile.setter
+    def jit_compile(self, value: Any) -> None:
+        value = check_jit_compile(value)
+        if value != self.engine.jit_compile or isinstance(value, bool) != \
+                isinstance(self.engine.jit_compile, bool):
+            self.engine.jit_compile = value
+            self.engine.reset()
+
     def _index(self) -> None:
         """Cache where each flat parameter name lives (the structure, not the values)."""
         self._slots = [(p + k, leaf, k) for p, leaf in self.named_leaves()
@@ -138,14 +158,20 @@ class Sequential(Container):
         layer.train(self.training)
         self.layers.append(layer)
         self._index()
+        self.engine.reset()
         return self
 
-    def compile(self, loss: Any = None, optimizer: Any = None) -> Sequential:
-        """Set (or replace) the loss and/or the optimizer; returns self."""
+    def compile(self, loss: Any = None, optimizer: Any = None,
+                jit_compile: Any = None) -> Sequential:
+        """Set (or replace) the loss, the optimizer and/or ``jit_compile``; returns self."""
+        if jit_compile is not None:
+            self.jit_compile = jit_compile
         if loss is not None:
             self.loss = losses.get(loss)
         if optimizer is not None:
             self.optimizer = optimizers.get(optimizer)
+        if loss is not None or optimizer is not None:
+            self.engine.reset()
         return self
 
     # -- forward and backward ------------------------------------------------------------------
@@ -210,12 +236,12 @@ class Sequential(Container):
         self._check_input(x)
         n = x.shape[0]
         if batch_size is None or batch_size >= n:
-            return self._forward(x, False)[0]
+            return self.engine.forward(x)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int or None, received "
                              f"{batch_size!r}.")
         xp = compat.array_namespace(x)
-        parts = [self._forward(x[i:min(i + batch_size, n), ...], False)[0]
+        parts = [self.engine.forward(x[i:min(i + batch_size, n), ...])
                  for i in range(0, n, batch_size)]
         return xp.concat(parts, axis=0)
 
@@ -258,19 +284,17 @@ class Sequential(Container):
             grads[name] = grads[name] + reg.gradient(w)
         return value, grads
 
-    def train_step(self, x: Array, y: Array) -> Array:
+    def train_step(self, x: Array, y: Array, augment: Any = None) -> Array:
         """One optimization step on the batch (x, y); returns the loss as a 0-d device array.
 
-        Forward (training mode), loss + regularization penalties, backward, optimizer update.
-        Nothing is read back to the host.
+        Forward (training mode), loss + regularization penalties, backward, optimizer update,
+        as one pure step over the model's state (:mod:`portanet.engine`), compiled where
+        ``jit_compile`` says. Nothing is read back to the host. ``augment``: a
+        ``pn.data.Augment`` applied to x inside the step.
         """
         self._require("loss", "optimizer")
-        value, grads = self.value_and_gradients(x, y, training=True)
-        params = {name: leaf.parameters[key] for name, leaf, key in self._slots}
-        new = self.optimizer.step(params, grads)
-        for name, leaf, key in self._slots:
-            leaf.parameters[key] = new[name]
-        return value
+        self._check_input(x)
+        return self.engine.train_step(x, y, augment)
 
     # -- inspection ----------------------------------------------------------------------------
     def output_shape(self, input_shape: Shape) -> Shape:
@@ -338,6 +362,7 @@ class Sequential(Container):
         if self.optimizer is not None:
             self.optimizer.to(target.name, target.device)
         self._last_backprop = None
+        self.engine.reset()  # compiled for the old backend
         return self
 
     def get_config(self) -> dict:
@@ -349,6 +374,7 @@ class Sequential(Container):
             "seed": self.seed,
             "dtype": self.dtype,
             "name": self.name,
+            "jit_compile": self.jit_compile,
         }
 
     @classmethod
@@ -368,7 +394,7 @@ class Sequential(Container):
         return cls(layers, loss=None if loss is None else losses.get(loss),
                    optimizer=None if optimizer is None else optimizers.get(optimizer),
                    seed=config.get("seed"), dtype=config.get("dtype", "float32"),
-                   name=config.get("name"))
+                   name=config.get("name"), jit_compile=config.get("jit_compile", "auto"))
 
     # -- delegated to portanet.training and portanet.io ----------------------------------------
     def fit(self, x: Array, y: Array, **kwargs: Any):

@@ -70,6 +70,20 @@ class Generator:
     def __repr__(self) -> str:
         return f"Generator(seed={self.seed}, backend={self.backend!r})"
 
+    @property
+    def functional(self) -> bool:
+        """True where the state is a value that each draw replaces (JAX's key): a compiled
+        training step threads it through (:meth:`get_state`, :meth:`set_state`)."""
+        return self.backend.adapter.functional_rng
+
+    def get_state(self) -> Any:
+        """The current key of a functional generator (see :attr:`functional`)."""
+        return self.backend.adapter.generator_state(self._native)
+
+    def set_state(self, state: Any) -> None:
+        """Continue from ``state`` (a key from :meth:`get_state`, possibly a later one)."""
+        self.backend.adapter.set_generator_state(self._native, state)
+
     def _float_dtype(self, dtype: Any):
         resolved = resolve_dtype(self.backend.xp, dtype)
         if resolved not in (self.backend.xp.float32, self.backend.xp.float64):

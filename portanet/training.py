@@ -28,6 +28,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -37,6 +38,7 @@ from typing import Any
 
 import array_api_compat as compat
 
+from . import activations
 from . import metrics as metrics_module
 from ._typing import Array
 from .backend import Backend, get_backend
@@ -51,7 +53,7 @@ from .callbacks import (
 from .data._util import as_numeric, host_labels, nonfinite_rows, take_rows
 from .data.batching import BatchIterator, kfold_indices, train_test_split
 from .devices import resolve_dtype, to_backend, to_numpy
-from .random import Generator
+from .random import Generator, fresh_seed
 
 __all__ = [
     "CrossValidationResult",
@@ -161,8 +163,6 @@ def _to_proba(model: Any, outputs: Array) -> Array:
     BinaryCrossEntropyWithLogits's through the sigmoid. Other models' outputs are returned
     as they are (their last layer already produces probabilities, or they are regressors).
     """
-    from . import activations
-
     name = _loss_name(model)
     if name == "SoftmaxCrossEntropy":
         return activations.softmax(outputs, axis=-1)
@@ -286,6 +286,149 @@ def _auto_progress_every(steps: int) -> int:
     return max(1, steps // 10)
 
 
+@dataclass
+class _FitData:
+    """The training and validation arrays, on the model's device."""
+
+    x: Array
+    y: Array
+    x_val: Array | None = None
+    y_val: Array | None = None
+
+
+def _check_fit_arguments(model: Any, epochs: int, initial_epoch: int, batch_size: int,
+                         verbose: int, progress_every: int | None,
+                         validation_split: float) -> None:
+    """Every argument error before any data moves."""
+    if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
+        raise ValueError("fit needs a model with a loss and an optimizer; create it with "
+                         "pn.Sequential(layers, loss=..., optimizer=...) or call "
+                         "model.compile(loss=..., optimizer=...).")
+    if getattr(model.loss, "reduction", "mean") == "none":
+        raise ValueError("fit needs a loss that reduces to one number (reduction 'mean' or "
+                         f"'sum'); {model.loss!r} has reduction='none'.")
+    _check_positive_int(epochs, "epochs", minimum=0)
+    _check_positive_int(initial_epoch, "initial_epoch", minimum=0)
+    _check_positive_int(batch_size, "batch_size")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, received {verbose!r}.")
+    if progress_every is not None:
+        _check_positive_int(progress_every, "progress_every")
+    if not (isinstance(validation_split, (int, float)) and 0.0 <= validation_split < 1.0):
+        raise ValueError(f"validation_split must be a fraction in [0, 1), received "
+                         f"{validation_split!r}.")
+
+
+def _prepare_data(model: Any, x: Any, y: Any, validation_data: Any, validation_split: float,
+                  seed: int, check_inputs: bool) -> _FitData:
+    """Step 1: the data onto the model's device (once), the validation part, the checks."""
+    x, y = to_model(model, x, "x"), to_model(model, y, "y", role="y")
+    _check_pair(x, y, "fit")
+    data = _FitData(x, y)
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (x_val, y_val), received "
+                             f"{type(validation_data).__name__}.")
+        data.x_val = to_model(model, validation_data[0], "validation x")
+        data.y_val = to_model(model, validation_data[1], "validation y", role="y")
+        _check_pair(data.x_val, data.y_val, "validation_data")
+    elif validation_split > 0.0:
+        n = x.shape[0]
+        if round(validation_split * n) < 1 or n - round(validation_split * n) < 1:
+            raise ValueError(f"validation_split={validation_split} of {n} samples leaves an "
+                             "empty training or validation part.")
+        data.x, data.x_val, data.y, data.y_val = train_test_split(
+            x, y, test_size=float(validation_split), seed=seed)
+    if check_inputs:
+        _check_finite(data.x, "x")
+        _check_targets(model, data.x, data.y)
+        if data.x_val is not None:
+            _check_finite(data.x_val, "validation x")
+            _check_targets(model, data.x_val, data.y_val)
+    return data
+
+
+class _Epoch:
+    """Step 2: one pass over the batches. The losses stay on the device; their sum is read
+    once at the end (and every ``progress_every`` steps for the progress display)."""
+
+    def __init__(self, model: Any, batches: BatchIterator, augment: Any,
+                 progress_every: int | None):
+        self.model, self.batches, self.augment = model, batches, augment
+        self.progress_every = progress_every
+        # per-sample sum: mean losses are weighted by their batch size
+        self.weight_by_size = getattr(model.loss, "reduction", "mean") == "mean"
+        self.step_losses: list[Array] = []
+
+    def nonfinite_step(self) -> int | None:
+        """Index of the first step of this epoch whose loss is NaN/Inf (one transfer)."""
+        if not self.step_losses:
+            return None
+        xp = compat.array_namespace(self.step_losses[0])
+        values = to_numpy(xp.stack(self.step_losses))
+        for i, v in enumerate(values.tolist()):
+            if not math.isfinite(v):
+                return i
+        return None
+
+    def run(self, chain: CallbackList, state: TrainingState) -> dict[str, float]:
+        """Train on every batch; returns {"loss", "time", "samples_per_second"}."""
+        start = time.perf_counter()
+        self.step_losses.clear()
+        total, seen = None, 0
+        steps = len(self.batches)
+        for step, (xb, yb) in enumerate(self.batches):
+            loss = self.model.train_step(xb, yb) if self.augment is None else \
+                self.model.train_step(xb, yb, augment=self.augment)
+            size = xb.shape[0]
+            seen += size
+            contribution = loss * float(size) if self.weight_by_size else loss
+            total = contribution if total is None else total + contribution
+            self.step_losses.append(loss)
+            state.step = step
+            batch_logs: dict[str, Any] = {"size": size}
+            every = self.progress_every
+            if every and (step + 1) % every == 0 and step + 1 < steps:
+                batch_logs["loss"] = float(total) / seen  # a read every progress_every steps
+            chain.on_batch_end(step, batch_logs)
+            if state.stop:
+                break
+        loss = float(total) / seen  # the once-per-epoch read (it also waits for the device)
+        elapsed = time.perf_counter() - start
+        return {"loss": loss, "time": elapsed,
+                "samples_per_second": seen / elapsed if elapsed > 0 else math.inf}
+
+
+def _validate(model: Any, data: _FitData, metric_list: list, train_metrics: bool,
+              eval_batch_size: int | None) -> dict[str, float]:
+    """Step 3: metrics on the training data (if asked) and loss + metrics on the validation
+    data, in evaluation mode."""
+    logs: dict[str, float] = {}
+    model.train(False)
+    if train_metrics and metric_list:
+        logs.update(_evaluate_on_device(model, data.x, data.y, metric_list, eval_batch_size,
+                                        include_loss=False))
+    if data.x_val is not None:
+        val = _evaluate_on_device(model, data.x_val, data.y_val, metric_list, eval_batch_size)
+        logs.update({f"val_{k}": v for k, v in val.items()})
+    model.train(True)
+    return logs
+
+
+@contextlib.contextmanager
+def _jit_compile_for_this_call(model: Any, jit_compile: Any):
+    """``fit(..., jit_compile=...)`` overrides the model's setting for the call only."""
+    if jit_compile is None or not hasattr(model, "jit_compile"):
+        yield
+        return
+    saved = model.jit_compile
+    model.jit_compile = jit_compile
+    try:
+        yield
+    finally:
+        model.jit_compile = saved
+
+
 def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool | str = True, validation_split: float = 0.0,
         validation_data: tuple[Any, Any] | None = None,
@@ -293,14 +436,19 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         metrics: Any = None, train_metrics: bool = False, seed: int | None = None,
         initial_epoch: int = 0, augment: Callable[[Array], Array] | None = None,
         progress_every: int | None = None, eval_batch_size: int | None = DEFAULT_EVAL_BATCH,
-        check_inputs: bool = True) -> History:
+        check_inputs: bool = True, jit_compile: Any = None) -> History:
     """Train ``model`` on (x, y) for ``epochs`` epochs of mini-batch steps.
+
+    The loop, in named steps: check the arguments; prepare the data (onto the device once,
+    split off the validation part, check values); then for each epoch run the batches
+    (:class:`_Epoch`), validate (:func:`_validate`) and call the callbacks, which may stop it.
 
     Args:
         model: a model with ``train_step``, ``loss`` and ``optimizer`` (``pn.Sequential``).
         x: inputs (N, ...). y: targets (N, ...) (class ids, one-hot rows or values).
         epochs: index of the last epoch + 1 (training runs epochs ``initial_epoch..epochs-1``).
-        batch_size: samples per step (the last batch of an epoch may be smaller).
+        batch_size: samples per step (the last batch of an epoch may be smaller; a compiled
+            step compiles that shape once more).
         shuffle: True (a new on-device permutation per epoch), "host" (permutations drawn on
             the host from ``seed``: the same order on every backend), or False.
         validation_split: fraction of (x, y) held out for validation, chosen at random on the
@@ -315,147 +463,58 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             extra forward pass over it).
         seed: seed of the shuffles and the validation split (None: fresh entropy).
         initial_epoch: epoch to start at (to resume from a checkpoint's ``epoch``).
-        augment: a function applied to each input batch on the device (e.g.
-            ``pn.data.Augment(["flip", "shift"])``).
+        augment: applied to each input batch on the device. A ``pn.data.Augment`` runs
+            inside the (compiled) step, its random keys threaded through it; any other
+            function runs on the batch before the step.
         progress_every: read the running loss every this many steps for the progress display
             and TerminateOnNaN (default: ~10 times per epoch when verbose=1, else never).
         eval_batch_size: batch size of the validation forward passes.
         check_inputs: check x and y for NaN/Inf and the targets for the loss's range once
             before training (a few reads of the whole arrays).
+        jit_compile: "auto", True or False for this call (None: the model's setting; see
+            :mod:`portanet.engine`).
 
     Returns:
         A :class:`History`: ``history.history["loss"]`` etc., one float per epoch.
     """
-    if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
-        raise ValueError("fit needs a model with a loss and an optimizer; create it with "
-                         "pn.Sequential(layers, loss=..., optimizer=...) or call "
-                         "model.compile(loss=..., optimizer=...).")
-    reduction = getattr(model.loss, "reduction", "mean")
-    if reduction == "none":
-        raise ValueError("fit needs a loss that reduces to one number (reduction 'mean' or "
-                         f"'sum'); {model.loss!r} has reduction='none'.")
-    epochs = _check_positive_int(epochs, "epochs", minimum=0)
-    initial_epoch = _check_positive_int(initial_epoch, "initial_epoch", minimum=0)
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, received {verbose!r}.")
-    if progress_every is not None:
-        progress_every = _check_positive_int(progress_every, "progress_every")
-    if not (isinstance(validation_split, (int, float)) and 0.0 <= validation_split < 1.0):
-        raise ValueError(f"validation_split must be a fraction in [0, 1), received "
-                         f"{validation_split!r}.")
-    if seed is None:
-        from .random import fresh_seed
-
-        seed = fresh_seed()
+    _check_fit_arguments(model, epochs, initial_epoch, batch_size, verbose, progress_every,
+                         validation_split)
+    seed = fresh_seed() if seed is None else seed
     metric_list = _metric_list(metrics)
-
-    # -- data onto the device, once -----------------------------------------------------------
-    x, y = to_model(model, x, "x"), to_model(model, y, "y", role="y")
-    _check_pair(x, y, "fit")
-    x_val = y_val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (x_val, y_val), received "
-                             f"{type(validation_data).__name__}.")
-        x_val = to_model(model, validation_data[0], "validation x")
-        y_val = to_model(model, validation_data[1], "validation y", role="y")
-        _check_pair(x_val, y_val, "validation_data")
-    elif validation_split > 0.0:
-        n = x.shape[0]
-        if round(validation_split * n) < 1 or n - round(validation_split * n) < 1:
-            raise ValueError(f"validation_split={validation_split} of {n} samples leaves an "
-                             "empty training or validation part.")
-        x, x_val, y, y_val = train_test_split(x, y, test_size=float(validation_split),
-                                              seed=seed)
-    if check_inputs:
-        _check_finite(x, "x")
-        _check_targets(model, x, y)
-        if x_val is not None:
-            _check_finite(x_val, "validation x")
-            _check_targets(model, x_val, y_val)
+    data = _prepare_data(model, x, y, validation_data, validation_split, seed, check_inputs)
 
     backend = _model_backend(model)
     generator = Generator(seed, backend=backend.name, device=backend.device) \
         if shuffle is True else None
-    batches = BatchIterator(x, y, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            seed=seed, start_epoch=initial_epoch)
-    steps = len(batches)
+    batches = BatchIterator(data.x, data.y, batch_size=batch_size, shuffle=shuffle,
+                            generator=generator, seed=seed, start_epoch=initial_epoch)
     if progress_every is None and verbose == 1:
-        progress_every = _auto_progress_every(steps)
+        progress_every = _auto_progress_every(len(batches))
+    epoch_run = _Epoch(model, batches, augment, progress_every)
 
-    # -- callbacks ------------------------------------------------------------------------------
     history = History()
-    user = list(callbacks or [])
     progress = ProgressBar(verbose) if verbose else None
-    chain = CallbackList([*user, history, *([progress] if progress else [])])
-    step_losses: list[Array] = []
-
-    def nonfinite_step() -> int | None:
-        """Index of the first step of this epoch whose loss is NaN/Inf (one transfer)."""
-        if not step_losses:
-            return None
-        xp = compat.array_namespace(step_losses[0])
-        values = to_numpy(xp.stack(step_losses))
-        for i, v in enumerate(values.tolist()):
-            if not math.isfinite(v):
-                return i
-        return None
-
-    state = TrainingState(epochs=epochs, steps_per_epoch=steps, nonfinite_step=nonfinite_step)
+    chain = CallbackList([*(callbacks or []), history, *([progress] if progress else [])])
+    state = TrainingState(epochs=epochs, steps_per_epoch=len(batches),
+                          nonfinite_step=epoch_run.nonfinite_step)
     chain.set_context(model, state)
-    if hasattr(model, "train"):
-        model.train(True)
+    model.train(True)
     chain.on_train_begin({})
-
-    weight_by_size = reduction == "mean"
-    for epoch in range(initial_epoch, epochs):
-        state.epoch = epoch
-        chain.on_epoch_begin(epoch, {})
-        lr = current_learning_rate(model.optimizer)
-        start = time.perf_counter()
-        step_losses.clear()
-        total = None
-        seen = 0
-        for step, (xb, yb) in enumerate(batches):
-            if augment is not None:
-                xb = augment(xb)
-            loss = model.train_step(xb, yb)
-            size = xb.shape[0]
-            seen += size
-            # per-sample sum on the device: mean losses are weighted by their batch size
-            contribution = loss * float(size) if weight_by_size else loss
-            total = contribution if total is None else total + contribution
-            step_losses.append(loss)
-            state.step = step
-            batch_logs: dict[str, Any] = {"size": size}
-            if progress_every and (step + 1) % progress_every == 0 and step + 1 < steps:
-                batch_logs["loss"] = float(total) / seen  # a read every progress_every steps
-            chain.on_batch_end(step, batch_logs)
+    with _jit_compile_for_this_call(model, jit_compile):
+        for epoch in range(initial_epoch, epochs):
+            state.epoch = epoch
+            chain.on_epoch_begin(epoch, {})
+            lr = current_learning_rate(model.optimizer)
+            ran = epoch_run.run(chain, state)
+            logs: dict[str, Any] = {"loss": ran["loss"]}
+            if math.isfinite(ran["loss"]):
+                logs.update(_validate(model, data, metric_list, train_metrics,
+                                      eval_batch_size))
+            logs.update(lr=lr, time=ran["time"], samples_per_second=ran["samples_per_second"])
+            chain.on_epoch_end(epoch, logs)
             if state.stop:
                 break
-        epoch_loss = float(total) / seen  # the once-per-epoch read (it also waits for the device)
-        elapsed = time.perf_counter() - start
-        logs: dict[str, Any] = {"loss": epoch_loss}
-        if math.isfinite(epoch_loss):
-            if hasattr(model, "train"):
-                model.train(False)
-            if train_metrics and metric_list:
-                logs.update(_evaluate_on_device(model, x, y, metric_list, eval_batch_size,
-                                                include_loss=False))
-            if x_val is not None:
-                val = _evaluate_on_device(model, x_val, y_val, metric_list, eval_batch_size)
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            if hasattr(model, "train"):
-                model.train(True)
-        logs["lr"] = lr
-        logs["time"] = elapsed
-        logs["samples_per_second"] = seen / elapsed if elapsed > 0 else math.inf
-        chain.on_epoch_end(epoch, logs)
-        if state.stop:
-            break
-    if hasattr(model, "train"):
-        model.train(False)
+    model.train(False)
     chain.on_train_end({})
     model.epoch = state.epoch + 1 if epochs > initial_epoch else initial_epoch
     return history

@@ -19,12 +19,13 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import array_api_compat as compat
 
 from .. import ops
 from .._typing import Array
+from ..backend import adapter_of
 from ..random import Generator
 
 __all__ = ["Augment", "random_crop", "random_flip", "random_rot90", "random_shift"]
@@ -198,13 +199,21 @@ class Augment:
         self.seed = seed
         self.generator: Generator | None = None
 
-    def __call__(self, x: Array) -> Array:
-        from ..backend import adapter_of
+    def ensure_generator(self, backend: str, device: Any) -> Generator:
+        """The device generator for ``backend`` on ``device``, created (from ``seed``) if there
+        is none there yet. A compiled training step calls it before tracing, then threads the
+        generator's key through the step."""
+        g = self.generator
+        if g is None or g.backend.name != backend or g.backend.device != device:
+            self.generator = Generator(self.seed, backend=backend, device=device)
+        return self.generator
 
-        adapter, dev = adapter_of(x), compat.device(x)
-        if self.generator is None or self.generator.backend.name != adapter.name or \
-                self.generator.backend.device != dev:
-            self.generator = Generator(self.seed, backend=adapter.name, device=dev)
+    def __call__(self, x: Array) -> Array:
+        device = compat.device(x)
+        # A traced batch (inside jax.jit) has no device: the compiled step placed the generator
+        # before tracing, and its key is threaded through the step.
+        if self.generator is None or device is not None:
+            self.ensure_generator(adapter_of(x).name, device)
         for step in self.steps:
             x = step(x, self.generator)
         return x

@@ -43,7 +43,7 @@ class AdaDelta(Optimizer):
     def _slot_names(self):
         return ("square_avg", "acc_delta")
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         xp = compat.array_namespace(g)
         rho, eps = self.rho, self.eps
         square_avg = rho * slots["square_avg"] + (1.0 - rho) * (g * g)

@@ -51,11 +51,13 @@ class AdaGrad(Optimizer):
         xp = compat.array_namespace(p)
         return {"sum": xp.full_like(p, self.initial_accumulator_value)}
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _coefficients(self, t: int, first: bool):
+        return {"decay": 1.0 / (1.0 + (t - 1) * self.lr_decay)}  # lr_t / lr
+
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         xp = compat.array_namespace(g)
         G = slots["sum"] + g * g
-        decay = 1.0 / (1.0 + (t - 1) * self.lr_decay)  # lr_t / lr
-        return decay * g / (xp.sqrt(G) + self.eps), {"sum": G}
+        return c["decay"] * g / (xp.sqrt(G) + self.eps), {"sum": G}
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"lr_decay": self.lr_decay,

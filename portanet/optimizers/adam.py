@@ -57,7 +57,11 @@ class Adam(Optimizer):
     def _slot_names(self):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _coefficients(self, t: int, first: bool):
+        # the bias corrections, host floats: 1 - b1^t and sqrt(1 - b2^t)
+        return {"bias_1": 1.0 - self.beta_1**t, "sqrt_bias_2": math.sqrt(1.0 - self.beta_2**t)}
+
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         xp = compat.array_namespace(g)
         b1, b2 = self.beta_1, self.beta_2
         m = b1 * slots["exp_avg"] + (1.0 - b1) * g
@@ -65,11 +69,11 @@ class Adam(Optimizer):
         new = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:
             v = new["max_exp_avg_sq"] = xp.maximum(slots["max_exp_avg_sq"], v)
-        m_hat = m / (1.0 - b1**t)
-        sqrt_v_hat = xp.sqrt(v) / math.sqrt(1.0 - b2**t)
+        m_hat = m / c["bias_1"]
+        sqrt_v_hat = xp.sqrt(v) / c["sqrt_bias_2"]
         return m_hat / (sqrt_v_hat + self.eps), new
 
-    def _rule_inplace(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _rule_inplace(self, g: Array, slots: dict[str, Array], c):
         # The same arithmetic in the same order as _rule, written into the moments and into
         # two fresh temporaries instead of allocating an array per operation.
         xp = compat.array_namespace(g)
@@ -84,9 +88,9 @@ class Adam(Optimizer):
         new = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:
             v = new["max_exp_avg_sq"] = xp.maximum(slots["max_exp_avg_sq"], v)
-        direction = m / (1.0 - b1**t)
+        direction = m / c["bias_1"]
         denominator = xp.sqrt(v)
-        denominator /= math.sqrt(1.0 - b2**t)
+        denominator /= c["sqrt_bias_2"]
         denominator += self.eps
         direction /= denominator
         return direction, new

@@ -43,12 +43,15 @@ class Adamax(Optimizer):
     def _slot_names(self):
         return ("exp_avg", "exp_inf")
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _coefficients(self, t: int, first: bool):
+        return {"bias_1": 1.0 - self.beta_1**t}
+
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         xp = compat.array_namespace(g)
         b1 = self.beta_1
         m = b1 * slots["exp_avg"] + (1.0 - b1) * g
         u = xp.maximum(self.beta_2 * slots["exp_inf"], xp.abs(g) + self.eps)
-        return m / (1.0 - b1**t) / u, {"exp_avg": m, "exp_inf": u}
+        return m / c["bias_1"] / u, {"exp_avg": m, "exp_inf": u}
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "eps": self.eps}

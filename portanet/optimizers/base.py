@@ -9,9 +9,20 @@ gradient ``g`` (``t`` counts updates from 1, ``lr`` is the learning rate for thi
     4. move   p <- p - lr * d                 decoupled decay (AdamW): p <- p (1 - lr lambda) - lr d
 
 Steps 1, 2 and 4 live here; each subclass writes step 3 as its textbook equations. The state
-is a dict of arrays per parameter ("slots"), created lazily on the first step with the
-parameter's shape, dtype and device. The learning rate and the bias corrections are Python
-floats: a step queues array work only and never reads an array back to the host.
+is a dict of arrays per parameter ("slots") and the step count. The learning rate and the bias
+corrections are Python floats computed on the host from the step count (:meth:`scalars`): a
+step queues array work only and never reads an array back to the host.
+
+Two ways to call the same arithmetic:
+
+* the pure form, optax's shape, which a compiled training step uses (portanet/engine)::
+
+      state = opt.init(params)                                # OptState(step=0, slots)
+      params, state = opt.update(grads, state, params)        # nothing stored in opt
+
+* the stateful form, ``params = opt.step(params, grads)``, which keeps the state in the
+  optimizer (created lazily on a parameter's first gradient) for ``state_dict``, ``to`` and
+  checkpoints. ``opt.state()`` / ``opt.set_state(state)`` hand it to and from the pure form.
 
 Two paths compute the same arithmetic in the same order:
 
@@ -32,7 +43,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat as compat
 
@@ -41,6 +52,17 @@ from .._typing import Array
 from ..devices import device_of, to_backend
 
 LearningRate = float | Callable[[int], float]
+
+
+class OptState(NamedTuple):
+    """An optimizer's state as data (what :meth:`Optimizer.init` makes and
+    :meth:`Optimizer.update` returns)."""
+
+    step: int
+    """Updates done so far: a host int (the schedule and the bias corrections read it on the
+    host, so a compiled step never needs it on the device)."""
+    slots: dict[str, dict[str, Array]]
+    """{parameter name: {slot name: array}}: momentum buffers, moment estimates."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,18 +172,22 @@ class Optimizer:
 
     def current_learning_rate(self) -> float:
         """The rate the next ``step`` uses, as a Python float."""
+        return self._learning_rate_at(self.iterations)
+
+    def _learning_rate_at(self, step: int) -> float:
+        """The rate of update number ``step + 1`` (a schedule is called with ``step``)."""
         lr = self._learning_rate
         if callable(lr):
-            lr = lr(self.iterations)
+            lr = lr(step)
             if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
                 raise TypeError(f"the learning-rate schedule {self._learning_rate!r} returned "
-                                f"{lr!r} ({type(lr).__name__}) at step {self.iterations}; a "
+                                f"{lr!r} ({type(lr).__name__}) at step {step}; a "
                                 "schedule must return a Python float (an array would have to "
                                 "be read back from its device at every step).")
             lr = float(lr)
             if not (math.isfinite(lr) and lr >= 0):
                 raise ValueError(f"the learning-rate schedule {self._learning_rate!r} returned "
-                                 f"{lr!r} at step {self.iterations}; expected a finite rate >= 0.")
+                                 f"{lr!r} at step {step}; expected a finite rate >= 0.")
         return float(lr)
 
     # -- what subclasses provide -----------------------------------------------------------
@@ -174,29 +200,111 @@ class Optimizer:
         xp = compat.array_namespace(p)
         return {name: xp.zeros_like(p) for name in self._slot_names()}
 
-    def _begin_step(self, t: int) -> None:
-        """Compute the Python-float coefficients of update ``t`` once for all parameters."""
+    def _coefficients(self, t: int, first: bool) -> dict[str, float]:
+        """The Python-float coefficients of update ``t`` (bias corrections...), computed on the
+        host from the step count; ``first``: the parameter's state was just created."""
+        return {}
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int,
-              first: bool) -> tuple[Array, dict[str, Array]]:
-        """The algorithm: direction d (p moves by -lr * d) and the new slots."""
+    def _rule(self, g: Array, slots: dict[str, Array],
+              c: Mapping[str, Any]) -> tuple[Array, dict[str, Array]]:
+        """The algorithm: direction d (p moves by -lr * d) and the new slots; ``c`` holds this
+        update's scalars (:meth:`scalars`)."""
         raise NotImplementedError
 
-    def _rule_inplace(self, g: Array, slots: dict[str, Array], t: int,
-                      first: bool) -> tuple[Array, dict[str, Array]]:
+    def _rule_inplace(self, g: Array, slots: dict[str, Array],
+                      c: Mapping[str, Any]) -> tuple[Array, dict[str, Array]]:
         """``_rule`` writing into the slots (only called on writeable arrays). By default the
         portable rule; the in-place path then saves only the parameter's update."""
-        return self._rule(g, slots, t, first)
+        return self._rule(g, slots, c)
 
     def _hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments beyond the shared ones, for ``get_config``."""
         return {}
 
-    # -- the update --------------------------------------------------------------------------
+    # -- the pure form: init / scalars / update (optax's shape) ------------------------------
+    def init(self, params: Mapping[str, Array]) -> OptState:
+        """Fresh state for ``params``: step 0 and zero slots of each parameter's shape, dtype and
+        device. Nothing is stored in the optimizer.
+
+        Examples:
+            >>> import numpy as np
+            >>> from portanet.optimizers import SGD
+            >>> opt = SGD(0.1, momentum=0.9)
+            >>> state = opt.init({"w": np.zeros(3)})
+            >>> state.step, sorted(state.slots["w"])
+            (0, ['momentum_buffer'])
+        """
+        return OptState(0, {name: self._init_slots(p) for name, p in params.items()})
+
+    def scalars(self, step: int, first: bool | None = None) -> dict[str, float]:
+        """The Python floats of update number ``step + 1``: the learning rate from the schedule,
+        ``shrink`` = 1 - lr * lambda for decoupled decay, and the algorithm's coefficients.
+
+        They are computed on the host from the step count, which the host always knows: a
+        compiled step takes them as arguments (new values, same shapes: no recompilation), and
+        nothing is read back from the device. ``first`` (default: ``step == 0``) says the
+        slots are fresh zeros (SGD's classical momentum then starts from g, as torch does).
+        """
+        lr = self._learning_rate_at(step)
+        c = {"lr": lr, "shrink": 1.0 - lr * self.weight_decay}
+        c.update(self._coefficients(step + 1, step == 0 if first is None else first))
+        return c
+
+    def update(self, grads: Mapping[str, Array], state: OptState, params: Mapping[str, Array],
+               scalars: Mapping[str, Any] | None = None,
+               inplace: bool | None = None) -> tuple[dict[str, Array], OptState]:
+        """One pure update: ``(new_params, new_state)`` from the gradients, the state and the
+        parameters; the optimizer object itself is not changed.
+
+        Under a compiler (``jax.jit``) pass ``scalars=opt.scalars(state.step)`` in as an argument:
+        the arrays are traced, the step count stays a host int. ``inplace`` (default: the
+        optimizer's setting) writes into writeable parameter and slot arrays, as :meth:`step`
+        does; the result is bit-identical to the pure path (tests/test_optimizers.py).
+
+        Examples:
+            >>> import numpy as np
+            >>> from portanet.optimizers import SGD
+            >>> opt = SGD(0.1, momentum=0.9)
+            >>> params = {"w": np.asarray([1.0])}
+            >>> state = opt.init(params)
+            >>> params, state = opt.update({"w": np.asarray([2.0])}, state, params)
+            >>> params["w"].tolist(), state.step
+            ([0.8], 1)
+        """
+        c = self.scalars(state.step) if scalars is None else scalars
+        inplace = self.inplace if inplace is None else inplace
+        new_params = dict(params)
+        new_slots = dict(state.slots)
+        for name, g in self._clip(grads).items():
+            new_params[name], new_slots[name] = self._update_one(
+                params[name], g, state.slots[name], c, inplace)
+        return new_params, OptState(state.step + 1, new_slots)
+
+    def _update_one(self, p: Array, g: Array, slots: dict[str, Array], c: Mapping[str, Any],
+                    inplace: bool) -> tuple[Array, dict[str, Array]]:
+        """Steps 2-4 of the pipeline for one parameter: L2, the rule, the move."""
+        wd = self.weight_decay
+        decoupled = wd and self.decoupled_weight_decay
+        if wd and not decoupled:
+            g = g + wd * p  # 2. coupled L2: d/dp of (wd / 2) * ||p||^2
+        if inplace and compat.is_writeable_array(p):
+            direction, slots = self._rule_inplace(g, slots, c)  # 3.
+            if decoupled:
+                p *= c["shrink"]
+            return fused.add_scaled_(p, direction, -c["lr"]), slots  # 4., into p (one add_)
+        direction, slots = self._rule(g, slots, c)  # 3.
+        if decoupled:
+            return p * c["shrink"] - c["lr"] * direction, slots  # 4. shrink, then step
+        return p - c["lr"] * direction, slots  # 4.
+
+    # -- the update, on the optimizer's own state ----------------------------------------------
     def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> dict[str, Array]:
         """One update: returns a new dict of the updated parameters. Writeable parameter arrays
         are updated in place and returned (``inplace=True``, the default); JAX arrays, and every
         array with ``inplace=False``, are replaced by new ones and the inputs are left alone.
+
+        The same arithmetic as :meth:`update`, on state the optimizer keeps (created lazily on
+        a parameter's first gradient).
 
         Args:
             params: {name: array} of the current parameters.
@@ -207,34 +315,38 @@ class Optimizer:
             {name: array}: every entry of ``params``, updated where a gradient was given.
         """
         self._check_inputs(params, grads)
-        lr = self.current_learning_rate()
-        t = self.iterations + 1
-        grads = self._clip(grads)
-        self._begin_step(t)
-        wd = self.weight_decay
-        decoupled = wd and self.decoupled_weight_decay
+        step = self.iterations
+        c = self.scalars(step, first=False)
+        c_first = None  # the scalars of a parameter whose state is new (computed if needed)
         new_params = dict(params)
-        for name, g in grads.items():
+        for name, g in self._clip(grads).items():
             p = params[name]
             slots = self._state_for(name, p)
-            if wd and not self.decoupled_weight_decay:
-                g = g + wd * p  # 2. coupled L2: d/dp of (wd / 2) * ||p||^2
-            if self.inplace and compat.is_writeable_array(p):
-                direction, slots = self._rule_inplace(g, slots, t, name in self._fresh)  # 3.
-                if decoupled:
-                    p *= 1.0 - lr * wd
-                p = fused.add_scaled_(p, direction, -lr)  # 4., into p (one add_ on torch)
-                new_params[name] = p
+            if name in self._fresh:
+                if c_first is None:  # the same rate; only the algorithm's coefficients differ
+                    c_first = {**c, **self._coefficients(step + 1, True)}
+                new_params[name], slots = self._update_one(p, g, slots, c_first, self.inplace)
             else:
-                direction, slots = self._rule(g, slots, t, name in self._fresh)  # 3.
-                if decoupled:
-                    new_params[name] = p * (1.0 - lr * wd) - lr * direction  # 4. shrink, step
-                else:
-                    new_params[name] = p - lr * direction  # 4.
+                new_params[name], slots = self._update_one(p, g, slots, c, self.inplace)
             self._slots[name] = slots
             self._fresh.discard(name)
-        self.iterations = t
+        self.iterations = step + 1
         return new_params
+
+    def state(self) -> OptState:
+        """The optimizer's own state as data: ``OptState(step, slots)`` (the arrays themselves,
+        not copies; :meth:`state_dict` copies)."""
+        return OptState(self.iterations, dict(self._slots))
+
+    def set_state(self, state: OptState) -> None:
+        """Adopt ``state`` (from :meth:`update`): the step count and the slot arrays, as they
+        are. How a compiled training step hands its result back to the optimizer."""
+        self._slots = dict(state.slots)
+        for name, slots in self._slots.items():
+            if name not in self._shapes and slots:
+                self._shapes[name] = tuple(next(iter(slots.values())).shape)
+        self._fresh.difference_update(self._slots)
+        self.iterations = state.step
 
     def _check_inputs(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         """Names, shapes and dtypes only (metadata): nothing here reads array values."""

@@ -54,28 +54,28 @@ class NAdam(Optimizer):
     def _mu(self, t: int) -> float:
         return self.beta_1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
 
-    def _begin_step(self, t: int) -> None:
+    def _coefficients(self, t: int, first: bool):
         done, product = self._mu_product
         if done > t - 1:  # the step count went back (load_state_dict): start over
             done, product = 0, 1.0
         for i in range(done + 1, t + 1):
             product *= self._mu(i)
-        self._mu_product = (t, product)
+        self._mu_product = (t, product)  # a cache: the next step multiplies in one more mu
         mu_next = self._mu(t + 1)
-        self._coef_g = (1.0 - self._mu(t)) / (1.0 - product)
-        self._coef_m = mu_next / (1.0 - product * mu_next)
-        self._bias_2 = 1.0 - self.beta_2**t
+        return {"coef_g": (1.0 - self._mu(t)) / (1.0 - product),
+                "coef_m": mu_next / (1.0 - product * mu_next),
+                "bias_2": 1.0 - self.beta_2**t}
 
     def _slot_names(self):
         return ("exp_avg", "exp_avg_sq")
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         xp = compat.array_namespace(g)
         b1, b2 = self.beta_1, self.beta_2
         m = b1 * slots["exp_avg"] + (1.0 - b1) * g
         v = b2 * slots["exp_avg_sq"] + (1.0 - b2) * (g * g)
-        denominator = xp.sqrt(v / self._bias_2) + self.eps
-        direction = (self._coef_g * g + self._coef_m * m) / denominator
+        denominator = xp.sqrt(v / c["bias_2"]) + self.eps
+        direction = (c["coef_g"] * g + c["coef_m"] * m) / denominator
         return direction, {"exp_avg": m, "exp_avg_sq": v}
 
     def _hyperparameters(self) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class RMSProp(Optimizer):
         return (("square_avg",) + (("grad_avg",) if self.centered else ())
                 + (("momentum_buffer",) if self.momentum else ()))
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         xp = compat.array_namespace(g)
         rho = self.rho
         new = {"square_avg": rho * slots["square_avg"] + (1.0 - rho) * (g * g)}

@@ -78,7 +78,16 @@ class SGD(Optimizer):
     def _slot_names(self):
         return ("momentum_buffer",) if self.momentum else ()
 
-    def _rule(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _coefficients(self, t: int, first: bool):
+        if not self.momentum or self.momentum_form == "average":
+            return {}
+        # torch's convention: the buffer starts as the first (undampened) gradient. From a zero
+        # buffer that is v = 0 * v + 1 * g, so the first update is the same formula with other
+        # coefficients (exact: 0 * 0 + g = g), and a compiled step needs no second version.
+        return {"keep": 0.0, "gain": 1.0} if first else \
+            {"keep": self.momentum, "gain": 1.0 - self.dampening}
+
+    def _rule(self, g: Array, slots: dict[str, Array], c):
         mu = self.momentum
         if not mu:
             return g, slots
@@ -87,13 +96,11 @@ class SGD(Optimizer):
             v = mu * v + (1.0 - mu) * g
             direction = (1.0 - mu) * g + mu * v if self.nesterov else v
         else:
-            # torch's convention: the buffer starts as the first (undampened) gradient; "* 1.0"
-            # makes it a copy, since a caller may reuse its gradient array
-            v = g * 1.0 if first else mu * v + (1.0 - self.dampening) * g
+            v = c["keep"] * v + c["gain"] * g  # keep = mu, gain = 1 - dampening after step 1
             direction = g + mu * v if self.nesterov else v
         return direction, {"momentum_buffer": v}
 
-    def _rule_inplace(self, g: Array, slots: dict[str, Array], t: int, first: bool):
+    def _rule_inplace(self, g: Array, slots: dict[str, Array], c):
         # The same arithmetic in the same order, written into the buffer.
         mu = self.momentum
         if not mu:
@@ -104,11 +111,8 @@ class SGD(Optimizer):
             v = fused.add_scaled_(v, g, 1.0 - mu)
             direction = (1.0 - mu) * g + mu * v if self.nesterov else v
         else:
-            if first:
-                v = g * 1.0
-            else:
-                v *= mu
-                v = fused.add_scaled_(v, g, 1.0 - self.dampening)
+            v *= c["keep"]
+            v = fused.add_scaled_(v, g, c["gain"])
             direction = g + mu * v if self.nesterov else v
         return direction, {"momentum_buffer": v}
 
