@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -43,12 +45,15 @@ def tests_gpu(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, one backend per process (thread pools must not fight), then the ratio table.
 
-    pytest-benchmark JSON lands in .benchmarks/; ``portanet bench`` prints the comparison with
-    the PyTorch baseline and the matmul floor and saves bench-mlp.json / bench-cnn.json.
+    pytest-benchmark JSON lands in .benchmarks/; ``portanet bench --jit-compile`` prints the
+    comparison with the PyTorch baseline and the matmul floor, eager and compiled steps (jax.jit,
+    torch.compile) in rows of their own with their compile time apart, and saves
+    bench-mlp.json / bench-cnn.json and their plots in .benchmarks/.
     """
-    session.install("-e", ".[test,jax]", TORCH_CPU)
+    session.install("-e", ".[test,jax,plot]", TORCH_CPU)
     probe = "import portanet as pn; print(','.join(pn.available_backends()))"
     backends = session.run("python", "-c", probe, silent=True).strip().split(",")
+    os.makedirs(".benchmarks", exist_ok=True)  # pytest-benchmark writes --benchmark-json into it
     for name in backends:
         session.run("python", "-m", "pytest", "benchmarks", "--benchmark-enable",
                     f"--benchmark-json=.benchmarks/{name}.json",
@@ -57,9 +62,9 @@ def bench(session: nox.Session) -> None:
     # the baseline ran in the torch process only: join the per-backend JSON for the ratios
     session.run("python", "benchmarks/_common.py", *[f".benchmarks/{n}.json" for n in backends])
     session.run("portanet", "bench", "--model", "mlp", "--batch-sizes", "128,1024",
-                "--json", "bench-mlp.json")
+                "--jit-compile", "--json", "bench-mlp.json", "--plot", ".benchmarks/bench-mlp.png")
     session.run("portanet", "bench", "--model", "cnn", "--batch-sizes", "128",
-                "--json", "bench-cnn.json")
+                "--jit-compile", "--json", "bench-cnn.json", "--plot", ".benchmarks/bench-cnn.png")
 
 
 @nox.session

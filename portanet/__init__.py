@@ -10,6 +10,7 @@ from . import (
     callbacks,
     clipping,
     data,
+    engine,
     initializers,
     io,
     layers,
@@ -22,13 +23,12 @@ from . import (
     schedules,
     training,
 )
+from ._version import __version__
 from .backend import Backend, available_backends, get_backend, set_backend, use_backend
 from .devices import asarray, device_of, namespace_of, synchronize, to_backend, to_numpy
 from .errors import BackendError, DeviceError, MixedArraysError
 from .io import load
 from .model import Sequential
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Backend",
@@ -44,6 +44,7 @@ __all__ = [
     "clipping",
     "data",
     "device_of",
+    "engine",
     "get_backend",
     "initializers",
     "io",

@@ -46,9 +46,16 @@ class Backend:
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={self.device_name!r})"
 
-    def synchronize(self) -> None:
-        """Wait for all queued work on this backend's device (use before reading a timer)."""
-        self.adapter.synchronize(self.device)
+    def synchronize(self, outputs: Any = None) -> None:
+        """Wait until the work computing ``outputs`` is done on this backend's device (use
+        before reading a timer).
+
+        ``outputs`` is an array or a pytree of them (dicts, lists, tuples): what the timed code
+        produced. CUDA backends wait for the whole device and need no outputs; JAX has no
+        device-wide barrier and waits for exactly these arrays (without them it does a best
+        effort, see ``Adapter.synchronize``). On the host it returns at once.
+        """
+        self.adapter.synchronize(self.device, outputs)
 
 
 def _cuda_usable() -> bool:

@@ -7,8 +7,16 @@ What makes a comparison fair here (and where comparisons elsewhere go wrong):
   (:func:`run`) starts one worker process per backend/device (``python -m portanet.bench``).
 * **Thread counts fixed and stated**: BLAS (threadpoolctl) and torch intra-op threads are set to
   the same number in every worker, and the JSON records it.
-* **Warm-up, then synchronize inside the timed region** (``Backend.synchronize``: CUDA stream
-  sync for CuPy/torch, ``block_until_ready`` for JAX), so asynchronous GPUs are not flattered.
+* **Warm-up, then synchronize inside the timed region, on the outputs.** Every timed function
+  returns what it computed (the step: its loss *and* the updated parameters, since the loss is
+  ready before the update is; the floor: its products) and each round ends with
+  ``Backend.synchronize(outputs)``: a device sync for CuPy/torch on CUDA, and
+  ``jax.block_until_ready(outputs)`` for JAX, which has no device-wide barrier: waiting for
+  anything but the outputs themselves times the dispatch, not the work.
+* **Compiled steps apart from their compiling** (``--jit-compile``): where the backend has a
+  compiler (``jax.jit``, ``torch.compile``) the compiled step is a row of its own next to the
+  eager one, timed in the same rounds. Its compilation happens in its first calls, timed apart
+  (``compile_s``), before the timed rounds; a compilation inside them is an error.
 * **TF32 off** on CUDA unless asked (``allow_tf32=True``): float32 means float32.
 * **Baselines in the same run**: the equivalent hand-built PyTorch model (eager + autograd +
   ``torch.optim.SGD``) on the same device, and the *floor*: the time of the step's matmuls alone on
@@ -16,6 +24,7 @@ What makes a comparison fair here (and where comparisons elsewhere go wrong):
 
 Examples:
     $ portanet bench --model mlp --backends numpy,torch --batch-sizes 128,1024
+    $ portanet bench --model mlp --backends numpy,jax --batch-sizes 128 --jit-compile
 """
 
 from __future__ import annotations
@@ -38,8 +47,14 @@ MLP_SIZES = (784, 512, 512, 10)
 
 
 # -- the models, in portanet and in PyTorch ----------------------------------------------------
-def build_portanet(model: str, dtype: str, seed: int = 0, learning_rate: float = 0.01):
-    """The benchmark model on the active backend: ``"mlp"``, ``"cnn"`` or a saved model's path."""
+def build_portanet(model: str, dtype: str, seed: int = 0, learning_rate: float = 0.01,
+                   jit_compile: bool = False):
+    """The benchmark model on the active backend: ``"mlp"``, ``"cnn"`` or a saved model's path.
+
+    ``jit_compile`` goes to the model (``Sequential(jit_compile=...)``): False, the eager step
+    (never the default "auto", which compiles on jax); True, the step compiled by the backend's
+    compiler (an error where it has none).
+    """
     import portanet as pn
     from portanet import layers as L
 
@@ -58,9 +73,10 @@ def build_portanet(model: str, dtype: str, seed: int = 0, learning_rate: float =
             loaded.compile(optimizer=pn.optimizers.SGD(learning_rate))
         if loaded.loss is None:
             loaded.compile(loss=pn.losses.SoftmaxCrossEntropy())
-        return loaded
+        return loaded.compile(jit_compile=jit_compile)
     return pn.Sequential(stack, loss=pn.losses.SoftmaxCrossEntropy(),
-                         optimizer=pn.optimizers.SGD(learning_rate), seed=seed, dtype=dtype)
+                         optimizer=pn.optimizers.SGD(learning_rate), seed=seed, dtype=dtype,
+                         jit_compile=jit_compile)
 
 
 def build_torch(model: str, dtype: str, device: str, learning_rate: float = 0.01):
@@ -123,12 +139,16 @@ def floor_shapes(model: str, batch: int) -> list[tuple[str, int, int, int]]:
     return shapes
 
 
-def floor_products(shapes: list[tuple[str, int, int, int]], backend: Any, dtype: str):
+def floor_products(shapes: list[tuple[str, int, int, int]], backend: Any, dtype: str,
+                   compiled: bool = False):
     """A function that computes the products of ``shapes`` (:func:`floor_shapes`) on ``backend``.
 
     The operands are laid out as Dense lays out its kernel and computes its gradient
     (``Adapter.weight_order``): the floor is the step's own matmuls, alone. The function
-    returns the products (for a caller that must wait for them).
+    returns the products, which a timer must wait for (``backend.synchronize(products)``).
+
+    ``compiled=True`` (jax only) makes the products one ``jax.jit`` program, the floor of a
+    compiled step: one dispatch for all of them, as the compiled step has one for everything.
     """
     adapter, xp = backend.adapter, backend.xp
     by_columns = adapter.weight_order == "F"
@@ -148,10 +168,21 @@ def floor_products(shapes: list[tuple[str, int, int, int]], backend: Any, dtype:
         else:
             operands.append((dz, w.T))
 
-    def products():
+    def products(operands=operands):
         return [xp.matmul(a, b) for a, b in operands]
 
-    return products
+    if not compiled:
+        return products
+    if backend.name != "jax":
+        raise ValueError(f"a compiled floor is made with jax.jit, for the jax backend; received "
+                         f"backend {backend.name!r}. Use compiled=False there (its compiled "
+                         f"step calls the same GEMMs as its eager one).")
+    import jax
+
+    # The operands are arguments of the program, not constants closed over: XLA could fold
+    # products of constants at compile time, and the floor would then skip the work.
+    program = jax.jit(products)
+    return lambda: program(operands)
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -171,19 +202,32 @@ class Timing:
         return q[2] - q[0]
 
 
+def warm_up(fns: dict[str, Any], sync, rounds: int = 3) -> None:
+    """Call each of ``fns`` ``rounds`` times, untimed, waiting for each call's outputs.
+
+    What a first call does once (JAX and torch.compile compile, optimizers create their state,
+    allocators grow) then stays out of the timed rounds.
+    """
+    for fn in fns.values():
+        for _ in range(rounds):
+            sync(fn())
+
+
 def time_calls(fn, sync, warmup: int = 3, min_rounds: int = 7, min_time: float = 0.5,
                max_rounds: int = 200) -> Timing:
-    """Call ``fn`` ``warmup`` times, then time each call (``sync`` inside the timed region)."""
-    for _ in range(warmup):
-        fn()
-    sync()
+    """Call ``fn`` ``warmup`` times, then time each call, ``sync`` inside the timed region.
+
+    ``fn`` returns its outputs, the arrays whose computation the timing covers, and each round
+    ends with ``sync(outputs)`` (``Backend.synchronize``): JAX has no device-wide barrier, so
+    only waiting for the outputs themselves makes a round cover the work and not its dispatch.
+    """
+    warm_up({"fn": fn}, sync, warmup)
     timing = Timing()
     start = time.perf_counter()
     while len(timing.seconds) < max_rounds and (
             len(timing.seconds) < min_rounds or time.perf_counter() - start < min_time):
         t0 = time.perf_counter()
-        fn()
-        sync()
+        sync(fn())
         timing.seconds.append(time.perf_counter() - t0)
     return timing
 
@@ -194,19 +238,17 @@ def time_alternating(fns: dict[str, Any], sync, warmup: int = 3, min_rounds: int
 
     For comparing two implementations in one process: a slow phase of the machine (another
     process, a frequency change) then slows both alike instead of whichever ran at that time.
+    Each function returns its outputs and each call ends with ``sync(outputs)``, as in
+    :func:`time_calls`.
     """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
+    warm_up(fns, sync, warmup)
     timings = {name: Timing() for name in fns}
     start = time.perf_counter()
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < min_time):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
-            sync()
+            sync(fn())
             timings[name].seconds.append(time.perf_counter() - t0)
         rounds += 1
     return timings
@@ -239,7 +281,13 @@ def _importable(module: str) -> bool:
 # -- one worker: one backend/device, all dtypes and batch sizes ----------------------------------
 @dataclass
 class Row:
-    """One measured configuration; ``None`` where a figure was not measurable."""
+    """One measured configuration; ``None`` where a figure was not measurable.
+
+    ``jit`` is ``"eager"`` or ``"compiled"`` (``executor`` names how: ``"jax.jit"``, ...). Only
+    compiled rows have ``compile_s`` (seconds the engine spent compiling in the first call and
+    the warm-up, none of it inside the timed rounds), ``compilations`` and ``first_step_s``
+    (wall time of the first, compiling call).
+    """
 
     model: str
     backend: str
@@ -253,10 +301,17 @@ class Row:
     torch_s: float | None
     peak_bytes: int | None
     rounds: int
+    jit: str = "eager"
+    executor: str = "eager"
+    compile_s: float | None = None
+    compilations: int | None = None
+    first_step_s: float | None = None
 
 
 def _peak_memory(backend, step) -> int | None:
-    """Peak bytes of one step: CUDA allocator peaks, or tracemalloc for host NumPy memory."""
+    """Peak bytes of one step: CUDA allocator peaks, or tracemalloc for host NumPy memory.
+
+    ``step`` returns its outputs; on a device the peak is read once they are computed."""
     name = backend.name
     if name in ("numpy", "array_api_strict"):
         import tracemalloc
@@ -270,23 +325,49 @@ def _peak_memory(backend, step) -> int | None:
         import torch
 
         torch.cuda.reset_peak_memory_stats(backend.device)
-        step()
-        backend.synchronize()
+        backend.synchronize(step())
         return int(torch.cuda.max_memory_allocated(backend.device))
     if name == "cupy":
         import cupy
 
         pool = cupy.get_default_memory_pool()
         before = pool.total_bytes()
-        step()
-        backend.synchronize()
+        backend.synchronize(step())
         return int(max(pool.total_bytes() - before, pool.used_bytes()))
     return None
 
 
+def _train_step(net, x, y):
+    """One training step as a timed function: it returns the loss AND the new parameters.
+
+    The loss is computed before the optimizer's update, so on JAX waiting for the loss alone
+    would not wait for the update."""
+    return lambda: (net.train_step(x, y), net.parameters())
+
+
+def build_compiled(model: str, dtype: str):
+    """The benchmark model with its step compiled on the active backend, or None where the
+    backend has no compiler (``Adapter.compiler``: numpy, array_api_strict, cupy)."""
+    import portanet as pn
+
+    if pn.get_backend().adapter.compiler is None:
+        return None
+    return build_portanet(model, dtype, jit_compile=True)
+
+
+def _engine_of(net, compiled: bool):
+    """``net.engine``, checked to run what its row will say (an eager or a compiled step)."""
+    engine = net.engine
+    if bool(engine.compiled) != compiled:
+        raise RuntimeError(f"asked for {'a compiled' if compiled else 'an eager'} step, the "
+                           f"model's engine runs {engine.executor!r} (compiled="
+                           f"{engine.compiled}); its row would be mislabelled.")
+    return engine
+
+
 def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batches: list[int],
             floor: bool = True, min_time: float = 0.5, allow_tf32: bool = False,
-            baseline: bool = True) -> list[Row]:
+            baseline: bool = True, jit_compile: bool = False) -> list[Row]:
     """Time ``model``'s training step on one backend/device (runs in the calling process).
 
     The PyTorch baseline of the other backends is measured by :func:`measure_torch` in a
@@ -294,6 +375,13 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
     torch's pool, so its baseline runs here, alternating step by step with portanet's
     (:func:`time_alternating`): the ratio of two steps that ran through the same moments. The
     matmul floor alternates with the step the same way, on every backend.
+
+    With ``jit_compile`` the same model with a compiled step (``jit_compile=True``) is timed
+    too, where the backend has a compiler (jax, torch; elsewhere only the eager row comes
+    back), alternating with the rest, as a row of its own. Its compilation happens in its first
+    calls, before the timed rounds, and is reported apart (``Row.compile_s``); a compilation
+    during the timed rounds is an error, not a figure. On jax its floor is compiled too
+    (``floor_products(compiled=True)``).
     """
     import portanet as pn
 
@@ -303,34 +391,71 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
 
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
         torch.backends.cudnn.allow_tf32 = allow_tf32
+    sync = backend.synchronize
     rows = []
     for dtype in dtypes:
-        net = build_portanet(model, dtype)
-        shape = (input_shape(model) if model in MODELS
-                 else tuple(_first_input_features(net)))
         for batch in batches:
+            nets = {"eager": build_portanet(model, dtype)}
+            if jit_compile:
+                compiled = build_compiled(model, dtype)
+                if compiled is not None:
+                    nets["compiled"] = compiled
+            engines = {name: _engine_of(net, name == "compiled") for name, net in nets.items()}
+            shape = (input_shape(model) if model in MODELS
+                     else tuple(_first_input_features(nets["eager"])))
             rng = np.random.default_rng(batch)
             x_host = rng.standard_normal((batch, *shape)).astype(dtype)
             y_host = rng.integers(0, 10, size=batch).astype(np.int64)
             x = pn.asarray(x_host)
             y = pn.asarray(y_host)
-            ours = lambda net=net, x=x, y=y: net.train_step(x, y)  # noqa: E731
             # Timed in turn, round by round, with what the step is compared with in this
             # process: its matmul floor, and on the torch backend the PyTorch baseline.
-            timed = {"portanet": ours}
+            timed = {name: _train_step(net, x, y) for name, net in nets.items()}
             shapes = floor_shapes(model, batch) if floor else []
             if shapes:
                 timed["floor"] = floor_products(shapes, backend, dtype)
+                if "compiled" in nets and backend.name == "jax":
+                    timed["compiled floor"] = floor_products(shapes, backend, dtype,
+                                                             compiled=True)
             if baseline and backend.name == "torch" and model in MODELS:
                 step = build_torch(model, dtype, backend.device_name)
                 timed["torch"] = lambda step=step, x=x, y=y: step(x, y)
-            timings = time_alternating(timed, backend.synchronize, min_time=min_time)
-            t = timings["portanet"]
-            floor_s = timings["floor"].median if "floor" in timings else None
+            # The compiled step compiles in its first call(s): the first call and the warm-up
+            # are timed apart (the engine counts its compile seconds), and must finish
+            # compiling before the timed rounds start.
+            compiled_engine = engines.get("compiled")
+            if compiled_engine is not None:
+                count, seconds = compiled_engine.compilations, compiled_engine.compile_seconds
+                t0 = time.perf_counter()
+                sync(timed["compiled"]())
+                first_step_s = time.perf_counter() - t0
+            warm_up(timed, sync)
+            compiling = {}
+            if compiled_engine is not None:
+                compiling = {"compile_s": compiled_engine.compile_seconds - seconds,
+                             "compilations": compiled_engine.compilations - count,
+                             "first_step_s": first_step_s}
+                count = compiled_engine.compilations
+            timings = time_alternating(timed, sync, warmup=0, min_time=min_time)
+            if compiled_engine is not None and compiled_engine.compilations != count:
+                raise RuntimeError(
+                    f"the compiled {model} step on {backend.name} ({dtype}, batch {batch}) "
+                    f"compiled again during the timed rounds ({count} compilations after the "
+                    f"warm-up, {compiled_engine.compilations} after timing), so its time would "
+                    "include compiling. Something the compiler specializes on changes between "
+                    "calls (a shape, a dtype, a Python value).")
             torch_s = timings["torch"].median if "torch" in timings else None
-            peak = _peak_memory(backend, ours)
-            rows.append(Row(model, backend.name, backend.device_name, dtype, batch, t.median,
-                            t.iqr, batch / t.median, floor_s, torch_s, peak, len(t.seconds)))
+            for name in nets:
+                t = timings[name]
+                of_floor = timings.get("compiled floor" if name == "compiled" else "floor",
+                                       timings.get("floor"))
+                engine = engines[name]
+                rows.append(Row(model, backend.name, backend.device_name, dtype, batch,
+                                t.median, t.iqr, batch / t.median,
+                                of_floor.median if of_floor else None, torch_s,
+                                _peak_memory(backend, timed[name]), len(t.seconds), jit=name,
+                                executor=engine.executor,
+                                **(compiling if name == "compiled" else {})))
     return rows
 
 
@@ -358,8 +483,11 @@ def measure_torch(model: str, device: str, dtypes: list[str], batches: list[int]
 
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
-    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (
-        lambda: None)
+
+    def sync(outputs):  # the whole CUDA device: covers the outputs; CPU tensors are finished
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
     out = []
     for dtype in dtypes:
         for batch in batches:
@@ -412,8 +540,12 @@ def parse_targets(spec: str) -> list[tuple[str, str | None]]:
 
 def run(model: str, targets: list[tuple[str, str | None]], dtypes: list[str], batches: list[int],
         threads: int | None = None, min_time: float = 0.5, baseline: bool = True,
-        allow_tf32: bool = False) -> dict[str, Any]:
-    """Measure every target in its own process; returns the JSON-able report."""
+        allow_tf32: bool = False, jit_compile: bool = False) -> dict[str, Any]:
+    """Measure every target in its own process; returns the JSON-able report.
+
+    ``jit_compile``: also the compiled step, a row next to the eager one, on every target
+    whose backend has a compiler (:func:`measure`).
+    """
     import portanet as pn
 
     for name, device in targets:
@@ -426,7 +558,8 @@ def run(model: str, targets: list[tuple[str, str | None]], dtypes: list[str], ba
     rows: list[dict[str, Any]] = []
     for name, device in targets:
         rows += _spawn(dict(common, kind="portanet", backend=name, device=device,
-                            baseline=baseline and _importable("torch")), env)
+                            baseline=baseline and _importable("torch"), jit_compile=jit_compile),
+                       env)
     if baseline and model in MODELS and _importable("torch"):
         baselines = []
         for device in sorted({baseline_device(r["backend"], r["device"]) for r in rows
@@ -438,7 +571,7 @@ def run(model: str, targets: list[tuple[str, str | None]], dtypes: list[str], ba
                 r["torch_s"] = times.get((baseline_device(r["backend"], r["device"]),
                                           r["dtype"], r["batch"]))
     return {"machine": machine_info(), "threads": threads, "allow_tf32": allow_tf32,
-            "model": model, "rows": rows}
+            "jit_compile": jit_compile, "model": model, "rows": rows}
 
 
 def _spawn(job: dict[str, Any], env: dict[str, str]) -> list[dict[str, Any]]:
@@ -451,44 +584,63 @@ def _spawn(job: dict[str, Any], env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def table(report: dict[str, Any]) -> str:
-    """The comparison table: time, spread, throughput and the three ratios."""
+    """The comparison table: time, spread, throughput, the three ratios and compile time."""
     rows = report["rows"]
     fastest: dict[tuple, float] = {}
     numpy_s: dict[tuple, float] = {}
     for r in rows:
         key = (r["dtype"], r["batch"])
         fastest[key] = min(fastest.get(key, math.inf), r["median_s"])
-        if r["backend"] == "numpy":
+        if r["backend"] == "numpy" and _jit(r) == "eager":
             numpy_s[key] = r["median_s"]
-    head = ("backend", "device", "dtype", "batch", "step ms", "iqr ms", "samples/s",
-            "x fastest", "x numpy", "x torch", "x floor", "peak MB")
+    head = ("backend", "device", "step", "dtype", "batch", "step ms", "iqr ms", "samples/s",
+            "x fastest", "x numpy", "x torch", "x floor", "peak MB", "compile s")
     lines = [head]
     for r in rows:
         def ratio(other, r=r):
             return f"{r['median_s'] / other:.2f}" if other else "-"
 
-        lines.append((r["backend"], r["device"], r["dtype"], str(r["batch"]),
-                      f"{r['median_s'] * 1e3:.2f}", f"{r['iqr_s'] * 1e3:.2f}",
+        compiled = _jit(r) == "compiled"
+        lines.append((r["backend"], r["device"], r.get("executor", "eager"), r["dtype"],
+                      str(r["batch"]), f"{r['median_s'] * 1e3:.2f}", f"{r['iqr_s'] * 1e3:.2f}",
                       f"{r['samples_per_s']:.0f}", ratio(fastest[(r['dtype'], r['batch'])]),
                       ratio(numpy_s.get((r["dtype"], r["batch"]))), ratio(r["torch_s"]),
                       ratio(r["floor_s"]),
-                      f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] else "-"))
+                      f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] else "-",
+                      f"{r['compile_s']:.2f}" if compiled and r.get("compile_s") is not None
+                      else "-"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = ["  ".join(str(c).rjust(w) for c, w in zip(line, widths, strict=True))
             for line in lines]
     m = report["machine"]
     text.append(f"model={report['model']}  threads={report['threads']}  "
                 f"tf32={'on' if report['allow_tf32'] else 'off'}  cpus={m['cpus']}  "
-                f"torch={m['torch']}  numpy={m['numpy']}")
+                f"torch={m['torch']}  numpy={m['numpy']}  jax={m.get('jax')}")
     text.append("x numpy: step time / the numpy backend's; x torch: step time / PyTorch "
                 "eager+autograd step time (same device; for the torch backend measured in the "
                 "same process, alternating steps); x floor: step time / time of the step's "
                 "matmuls alone on that backend (alternating with the step).")
+    if report.get("jit_compile"):
+        uncompiled = sorted({r["backend"] for r in rows} -
+                            {r["backend"] for r in rows if _jit(r) == "compiled"})
+        text.append("step: eager, or the compiler of the compiled step (its own row, timed in "
+                    "the same rounds); compile s: seconds spent compiling in its first calls, "
+                    "before and apart from the timed rounds; on jax its floor is the matmuls "
+                    "compiled as one jax.jit program."
+                    + (f" No compiled step for {', '.join(uncompiled)} (no compiler)."
+                       if uncompiled else ""))
     return "\n".join(text)
 
 
+def _jit(row: dict[str, Any]) -> str:
+    return row.get("jit", "eager")  # reports written before compiled rows have no "jit"
+
+
 def plot(report: dict[str, Any], path: str) -> str:
-    """Throughput vs batch size, one line per backend/device/dtype (needs matplotlib)."""
+    """Throughput vs batch size, one line per backend/device/dtype and step (needs matplotlib).
+
+    Compiled steps are dashed lines with square markers, labelled with their compiler.
+    """
     try:
         import matplotlib
 
@@ -497,13 +649,19 @@ def plot(report: dict[str, Any], path: str) -> str:
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install 'portanet[plot]'") from None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    series: dict[str, list[tuple[int, float]]] = {}
+    series: dict[tuple[str, bool], list[tuple[int, float]]] = {}
     for r in report["rows"]:
-        series.setdefault(f"{r['backend']} {r['device']} {r['dtype']}", []).append(
-            (r["batch"], r["samples_per_s"]))
-    for label, points in sorted(series.items()):
+        compiled = _jit(r) == "compiled"
+        label = f"{r['backend']} {r['device']} {r['dtype']}"
+        if compiled:
+            label += f" compiled ({r.get('executor', 'jit')})"
+        elif report.get("jit_compile"):
+            label += " eager"
+        series.setdefault((label, compiled), []).append((r["batch"], r["samples_per_s"]))
+    for (label, compiled), points in sorted(series.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=label,
+                marker="s" if compiled else "o", linestyle="--" if compiled else "-")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("samples / s (training)")
@@ -526,7 +684,8 @@ def _worker(job: dict[str, Any]) -> None:
     else:
         rows = measure(job["model"], job["backend"], job["device"], job["dtypes"],
                        job["batches"], min_time=job["min_time"], allow_tf32=job["allow_tf32"],
-                       baseline=job.get("baseline", True))
+                       baseline=job.get("baseline", True),
+                       jit_compile=job.get("jit_compile", False))
         out = [dict(asdict(r), thread_setup=info) for r in rows]
     print(json.dumps(out))
 
@@ -547,6 +706,10 @@ def add_command(commands) -> None:
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed steps, at least")
     p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--allow-tf32", action="store_true", help="let CUDA matmuls use TF32")
+    p.add_argument("--jit-compile", action="store_true",
+                   help="also time the compiled step (jax.jit, torch.compile) as a row next to "
+                        "the eager one, on every backend with a compiler; compile time is "
+                        "reported apart")
     p.add_argument("--json", default="portanet-bench.json", help="where to save the report")
     p.add_argument("--plot", default=None, help="save throughput vs batch size to this PNG")
     p.set_defaults(run=main)
@@ -570,7 +733,7 @@ def main(args) -> int:
         raise SystemExit(f"--dtypes takes float32/float64 and --batch-sizes positive ints; "
                          f"received {args.dtypes!r}, {args.batch_sizes!r}")
     report = run(args.model, targets, dtypes, batches, args.threads, args.min_time,
-                 not args.no_baseline, args.allow_tf32)
+                 not args.no_baseline, args.allow_tf32, args.jit_compile)
     print(table(report))
     with open(args.json, "w") as f:
         json.dump(report, f, indent=2)

@@ -36,6 +36,7 @@ from typing import Any
 
 import array_api_compat as compat
 
+from . import io
 from . import metrics as metrics_module
 
 __all__ = [
@@ -404,8 +405,6 @@ class ModelCheckpoint(Callback):
         self.tracker.reset()
 
     def on_epoch_end(self, epoch, logs):
-        from . import io
-
         if self.save_best_only:
             value = self.tracker.value(logs)
             if not self.tracker.improved(value):

@@ -56,13 +56,17 @@ _LEARNING_RATES = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.
                    "adadelta": 1.0, "rmsprop": 1e-3}
 
 
+_JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
+
+
 def _default_dataset() -> str:
     from .data import sklearn_available
 
     return "digits" if sklearn_available() else "spiral"
 
 
-def _build_model(kind: str, dataset, hidden: int, optimizer, seed: int):
+def _build_model(kind: str, dataset, hidden: int, optimizer, seed: int,
+                 jit_compile="auto"):
     """The default models: a two-layer MLP, or a small two-convolution CNN for images."""
     from . import layers
     from .model import Sequential
@@ -83,7 +87,7 @@ def _build_model(kind: str, dataset, hidden: int, optimizer, seed: int):
                  layers.Flatten(),
                  layers.Dense(32 * (height // 4) * (width // 4), 64, activation="relu"),
                  layers.Dense(64, outputs)]
-    return Sequential(stack, loss=loss, optimizer=optimizer, seed=seed)
+    return Sequential(stack, loss=loss, optimizer=optimizer, seed=seed, jit_compile=jit_compile)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -121,10 +125,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr = schedules.CosineAnnealing(lr, steps)
         with use_backend(args.backend, args.device) as backend:
             optimizer = optimizers.get(args.optimizer, learning_rate=lr)
-            model = _build_model(args.model, dataset, args.hidden, optimizer, args.seed)
+            model = _build_model(args.model, dataset, args.hidden, optimizer, args.seed,
+                                 _JIT_CHOICES[args.jit_compile])
+            step = model.engine.executor  # raises here if "on" meets a backend with no compiler
             if not args.quiet:
                 print(f"portanet train: {dataset.description} ({len(x_train)} training, "
-                      f"{len(x_test)} test samples) on {backend!r}")
+                      f"{len(x_test)} test samples) on {backend!r}, step: {step}")
                 print(model.summary(input_shape=tuple(x_train.shape[1:])))
             metrics = ["accuracy"] if classification else ["mae", "r2"]
             verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
@@ -181,6 +187,11 @@ def add_train_parser(commands) -> None:
     train.add_argument("--output", default=None,
                        help="where to save (default portanet-<dataset>-<model>.safetensors)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, split, shuffles")
+    train.add_argument("--jit-compile", nargs="?", choices=tuple(_JIT_CHOICES), const="on",
+                       default="auto",
+                       help="compile the training step: auto (default: where it measures "
+                            "faster, i.e. jax), on (--jit-compile alone; jax.jit or "
+                            "torch.compile, an error elsewhere) or off (eager)")
     train.add_argument("--quiet", action="store_true", help="print only the final results")
     train.set_defaults(run=cmd_train)
 

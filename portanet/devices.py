@@ -129,12 +129,37 @@ def namespace_of(*arrays: Array) -> Namespace:
     return xp
 
 
-def synchronize(x_or_backend: Array | Backend | None = None) -> None:
-    """Block until queued work on a device is done: of an array, a Backend, or the active one."""
+def synchronize(x_or_backend: Any = None, outputs: Any = None) -> None:
+    """Block until work on a device is done, e.g. before reading a timer.
+
+    Args:
+        x_or_backend: an array, or a dict/list/tuple of arrays (``model.parameters()``), whose
+            computation to wait for, on their device; or a :class:`Backend`; or None for the
+            active backend.
+        outputs: more arrays (or a pytree of them) to wait for on that device.
+
+    CUDA backends wait for everything queued on the device. JAX has no device-wide barrier: it
+    waits for exactly the arrays given (``x_or_backend`` when it is arrays, and ``outputs``),
+    so give it what the timed code produced; with a Backend or None and no ``outputs`` it does a
+    best effort (see ``Adapter.synchronize``).
+    """
     if x_or_backend is None:
         x_or_backend = get_backend()
     if isinstance(x_or_backend, Backend):
-        x_or_backend.synchronize()
-    else:
-        adapter_of(x_or_backend).synchronize(compat.device(x_or_backend))
+        x_or_backend.synchronize(outputs)
+        return
+
+    def first_array(tree):  # the array whose library and device the wait goes to
+        if isinstance(tree, dict):
+            tree = list(tree.values())
+        if isinstance(tree, (list, tuple)):
+            return next((a for a in map(first_array, tree) if a is not None), None)
+        return tree if compat.is_array_api_obj(tree) else None
+
+    x = first_array(x_or_backend)
+    if x is None:  # an empty pytree: nothing of its own to wait for
+        get_backend().synchronize(outputs)
+        return
+    waited = x_or_backend if outputs is None else (x_or_backend, outputs)
+    adapter_of(x).synchronize(compat.device(x), waited)
 

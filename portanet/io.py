@@ -59,8 +59,11 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from . import optimizers
+from ._version import __version__
 from .backend import Backend, adapter_of, get_backend, make_backend, use_backend
 from .devices import to_numpy
+from .layers.base import deserialize, registered_class
 
 __all__ = [
     "FORMAT",
@@ -119,8 +122,6 @@ class Checkpoint:
 # Writing
 # ---------------------------------------------------------------------------------------------
 def _version() -> str:
-    from . import __version__  # at call time: portanet/__init__ may import this module early
-
     return __version__
 
 
@@ -543,8 +544,6 @@ def _declared_leaves(config: Any, prefix: str) -> list[tuple[str, Any]]:
     claims before any check. Their children are read from their configs instead. Leaf layers
     are constructed, which only records their arguments; ``build`` is what allocates.
     """
-    from .layers.base import deserialize, registered_class
-
     where = prefix[:-1]
     try:
         cls = registered_class(config)
@@ -563,13 +562,18 @@ def _declared_leaves(config: Any, prefix: str) -> list[tuple[str, Any]]:
             for leaf in _declared_leaves(child_config, f"{prefix}{child}.")]
 
 
+def _model_class() -> type:
+    """The model class, Sequential, found by name in the layer registry: the model module
+    sits above this one (it saves and loads through it), so io never imports it."""
+    return registered_class({"class_name": "Sequential"})
+
+
 def _architecture_shapes(path: Any, architecture: dict) -> dict[str, dict[str, _Shape]]:
     """Parameter and buffer shapes the architecture declares, read without building anything.
 
     Names are dotted as in the built model ("0.kernel", "1.block.0.bias"), at any depth.
     """
-    from .model import Sequential
-
+    Sequential = _model_class()
     if not isinstance(architecture.get("layers"), list):
         raise _fail(path, "its architecture has no 'layers' list.")
     shapes: dict[str, dict[str, _Shape]] = {"parameters": {}, "buffers": {}}
@@ -602,9 +606,7 @@ def load(path: str | os.PathLike, backend: str | None = None, device: Any = None
     Raises:
         CheckpointError: the file is invalid or does not match its own architecture.
     """
-    from . import optimizers
-    from .model import Sequential
-
+    Sequential = _model_class()
     ckpt = read_checkpoint(path)
     if ckpt.kind != "model":
         raise CheckpointError(f"{os.fspath(path)} holds weights only (written by save_weights): "

@@ -31,7 +31,7 @@ from typing import Any
 
 import array_api_compat as compat
 
-from . import losses, optimizers
+from . import io, losses, optimizers, training
 from ._typing import Array, Shape
 from .devices import namespace_of
 from .engine import Engine, check_jit_compile
@@ -396,48 +396,34 @@ class Sequential(Container):
                    seed=config.get("seed"), dtype=config.get("dtype", "float32"),
                    name=config.get("name"), jit_compile=config.get("jit_compile", "auto"))
 
-    # -- delegated to portanet.training and portanet.io ----------------------------------------
+    # -- training and checkpoints: portanet.training and portanet.io (the floor below) ---------
     def fit(self, x: Array, y: Array, **kwargs: Any):
         """Train for several epochs; see :func:`portanet.training.fit`."""
-        from .training import fit
-
-        return fit(self, x, y, **kwargs)
+        return training.fit(self, x, y, **kwargs)
 
     def evaluate(self, x: Array, y: Array, **kwargs: Any):
         """Loss and metrics on (x, y); see :func:`portanet.training.evaluate`."""
-        from .training import evaluate
-
-        return evaluate(self, x, y, **kwargs)
+        return training.evaluate(self, x, y, **kwargs)
 
     def predict_proba(self, x: Array, **kwargs: Any):
         """Class probabilities; see :func:`portanet.training.predict_proba`."""
-        from .training import predict_proba
-
-        return predict_proba(self, x, **kwargs)
+        return training.predict_proba(self, x, **kwargs)
 
     def predict_classes(self, x: Array, **kwargs: Any):
         """Predicted class ids; see :func:`portanet.training.predict_classes`."""
-        from .training import predict_classes
-
-        return predict_classes(self, x, **kwargs)
+        return training.predict_classes(self, x, **kwargs)
 
     def save(self, path: Any, **kwargs: Any):
         """Save architecture, weights and optimizer state; see :func:`portanet.io.save`."""
-        from .io import save
-
-        return save(self, path, **kwargs)
+        return io.save(self, path, **kwargs)
 
     def save_weights(self, path: Any, **kwargs: Any):
         """Save the parameters only; see :func:`portanet.io.save_weights`."""
-        from .io import save_weights
-
-        return save_weights(self, path, **kwargs)
+        return io.save_weights(self, path, **kwargs)
 
     def load_weights(self, path: Any, **kwargs: Any):
         """Load parameters saved by :meth:`save_weights`; see :func:`portanet.io.load_weights`."""
-        from .io import load_weights
-
-        return load_weights(self, path, **kwargs)
+        return io.load_weights(self, path, **kwargs)
 
 
 def _describe(layer: Layer) -> str:

@@ -97,6 +97,19 @@ class Adapter:
         """A random permutation of ``0..n-1`` as an int64 array on ``device``."""
         raise NotImplementedError
 
+    functional_rng: ClassVar[bool] = False
+    """True where the generator's state is a value (JAX's key) that each draw replaces: a
+    compiled training step then takes the key in and hands the next one out
+    (portanet/engine/state.py). Elsewhere generators advance in place and stay outside."""
+
+    def generator_state(self, gen: Any) -> Any:
+        """The state of a functional generator (JAX: its key)."""
+        raise NotImplementedError(f"the {self.name} generator is not functional")
+
+    def set_generator_state(self, gen: Any, state: Any) -> None:
+        """Replace the state of a functional generator (JAX: its key)."""
+        raise NotImplementedError(f"the {self.name} generator is not functional")
+
     erf_native: ClassVar[bool] = False
 
     def erf(self, x: Array) -> Array:
@@ -114,6 +127,19 @@ class Adapter:
     softmax_cross_entropy: ClassVar[Callable[[Array, Array], Any] | None] = None
     """``(z, ids) -> (per-sample loss, gradient of their sum)``, or None where it cannot take
     these arrays (then the portable form runs)."""
+
+    # -- compiling a training step (optional) ---------------------------------------------------
+    compiler: ClassVar[str | None] = None
+    """The library's compiler of whole functions ("jax.jit", "torch.compile"), or None: the
+    backend runs eagerly only (portanet/engine/executors.py)."""
+    compile_by_default: ClassVar[bool] = False
+    """Whether ``jit_compile="auto"`` compiles here: only where it measures faster."""
+
+    def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = ()) -> Callable:
+        """``fn`` compiled by the library, called like ``fn``; it compiles on the first call of
+        each input signature (shapes and dtypes). ``donate_argnums``: arguments whose buffers
+        the result may reuse (the caller must not use them again)."""
+        raise NotImplementedError(f"the {self.name} backend has no compiler")
 
     # -- memory layout of weight matrices ------------------------------------------------------
     weight_order: ClassVar[str] = "C"
@@ -135,8 +161,29 @@ class Adapter:
         """
         return self.xp.astype(a, like.dtype, copy=True)
 
-    def synchronize(self, device: Device) -> None:
-        """Wait until all work queued on ``device`` has finished (no-op on the host)."""
+    def synchronize(self, device: Device, outputs: Any = None) -> None:
+        """Wait until the work that computes ``outputs`` has finished; read a timer after this.
+
+        Libraries return from a call before a device has done the work in two ways, and they
+        need different waits:
+
+        * **A queue per device** (CUDA streams: CuPy, torch on ``cuda``). The adapter waits for
+          everything queued on ``device`` (``cudaDeviceSynchronize``), which includes whatever
+          computes ``outputs``; ``outputs`` may be left out.
+        * **A future per array** (JAX). There is no device-wide barrier: the adapter must wait
+          for the arrays themselves, so pass the step's outputs, every array it produced that
+          the timing should cover (e.g. ``(loss, model.parameters())``: the loss alone is
+          ready before the optimizer's update is). See ``backends/jax.py`` for what it does
+          without them.
+
+        On the host (NumPy, array-api-strict, torch on ``cpu``) every call returns finished
+        arrays and this returns at once.
+
+        Args:
+            device: the device whose work to wait for.
+            outputs: an array or a pytree of them (dicts, lists, tuples; other leaves are
+                ignored), or None.
+        """
 
     def to_numpy(self, x: Array):
         """A NumPy copy (or view, on the host) of ``x``."""

@@ -66,7 +66,8 @@ class CupyAdapter(Adapter):
 
         return cupyx.scipy.special.erf(x)
 
-    def synchronize(self, device):
+    def synchronize(self, device, outputs=None):
+        # The whole device (all its streams), which covers whatever computes outputs.
         device.synchronize()
 
     def to_numpy(self, x):

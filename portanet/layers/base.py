@@ -442,8 +442,6 @@ def registered_class(config: dict) -> type[Layer]:
         raise ValueError("a layer config is {'class_name': ..., 'config': {...}}, received "
                          f"{abridged(config)}.")
     name = config["class_name"]
-    if isinstance(name, str) and name not in _REGISTRY:
-        from .. import model  # noqa: F401  (registers Sequential)
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown layer class {abridged(name)}; registered layers: "
                          f"{sorted(_REGISTRY)}. Decorate custom layers with "
