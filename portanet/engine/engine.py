@@ -87,13 +87,14 @@ class Engine:
     def compile_seconds(self) -> float:
         return sum(e.compile_seconds for e in self._executors())
 
-    def _make(self, fn: Callable, donate: tuple[int, ...] = ()):
+    def _make(self, fn: Callable, donate: tuple[int, ...], varying: tuple[int, ...]):
         if not self.compiled:
             return Eager(fn)
         adapter = self._adapter()
         device = self.model.backend.device
         return Compiled(fn, adapter, donate_argnums=donate,
-                        wait=lambda out: adapter.synchronize(device, out))
+                        wait=lambda out: adapter.synchronize(device, out),
+                        varying_argnums=varying)
 
     def layout(self) -> StateLayout:
         """Where the model's arrays live (the structure; computed once)."""
@@ -120,7 +121,7 @@ class Engine:
         if run is None:
             layout = StateLayout(model, {"augment": threaded.generator} if threaded else None)
             fn = make_train_step(model, layout, threaded, traced=self.compiled)
-            run = self._make(fn, donate=(0,))
+            run = self._make(fn, donate=(0,), varying=(1, 2))  # (state, x, y, scalars)
             run.layout = layout
             self._steps[key] = run
         layout = run.layout
@@ -166,7 +167,8 @@ class Engine:
             return self.model._forward(x, False)[0]
         if self._forward is None:
             layout = self.layout()
-            self._forward = self._make(make_forward(self.model, layout))
+            self._forward = self._make(make_forward(self.model, layout), donate=(),
+                                       varying=(2,))  # (params, buffers, x)
         layout = self.layout()
         params = {name: leaf.parameters[k] for name, leaf, k in layout.params}
         buffers = {name: leaf.buffers[k] for name, leaf, k in layout.buffers}

@@ -86,15 +86,19 @@ class Compiled:
         adapter: the backend adapter whose ``compile`` is used.
         donate_argnums: arguments whose buffers the compiled step may reuse (the state).
         wait: ``outputs -> None``, blocks until outputs are computed (timing the first call).
+        varying_argnums: the arguments whose shapes can change between calls (the batch);
+            the others (the state) keep theirs, so only these make the signature. None: all.
     """
 
     compiled = True
 
     def __init__(self, fn: Callable, adapter: Adapter, donate_argnums: tuple[int, ...] = (),
-                 wait: Callable[[Any], None] | None = None):
+                 wait: Callable[[Any], None] | None = None,
+                 varying_argnums: tuple[int, ...] | None = None):
         self.name = adapter.compiler
         self.fn = adapter.compile(fn, donate_argnums)
         self.wait = wait
+        self.varying_argnums = varying_argnums
         self.signatures: set[tuple] = set()
         self.compile_seconds = 0.0
 
@@ -105,7 +109,8 @@ class Compiled:
         return cache_size() if callable(cache_size) else len(self.signatures)
 
     def __call__(self, *args: Any) -> Any:
-        key = signature(args)
+        varying = self.varying_argnums
+        key = signature(args if varying is None else tuple(args[i] for i in varying))
         if key in self.signatures:
             return self.fn(*args)
         start = time.perf_counter()
