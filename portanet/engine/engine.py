@@ -58,7 +58,8 @@ class Engine:
         """Forget the compiled functions and their counters (after the model's structure,
         backend, loss or optimizer changed)."""
         self._layout: StateLayout | None = None
-        self._steps: dict[int, Any] = {}  # id(augment) (0: none) -> executor
+        self._steps: dict[int, Any] = {}  # id(augment) (0: none) -> executor (which keeps the
+        # augment itself alive, so its id cannot be reused by another object)
         self._forward = None
         self._produced: TrainState | None = None
 
@@ -116,13 +117,15 @@ class Engine:
             x = augment(x)
         key = 0 if threaded is None else id(threaded)
         run = self._steps.get(key)
+        if run is not None and run.augment is not threaded:
+            run = None
         if threaded is not None:
             threaded.ensure_generator(adapter_of(x).name, model.backend.device)
         if run is None:
             layout = StateLayout(model, {"augment": threaded.generator} if threaded else None)
             fn = make_train_step(model, layout, threaded, traced=self.compiled)
             run = self._make(fn, donate=(0,), varying=(1, 2))  # (state, x, y, scalars)
-            run.layout = layout
+            run.layout, run.augment = layout, threaded
             self._steps[key] = run
         layout = run.layout
         state = layout.gather(optimizer)

@@ -136,9 +136,10 @@ class Optimizer:
             a parameter to keep its old value. False: ``step`` returns new arrays and leaves its
             inputs alone. Gradients are never modified.
 
-    Subclasses implement ``_slot_names()``, ``_rule(g, slots, t, first)`` and
-    ``_hyperparameters()``, and may add ``_rule_inplace`` (same signature, same arithmetic,
-    writing into the slots); ``decoupled_weight_decay`` switches step 4's form.
+    Subclasses implement ``_slot_names()``, ``_rule(g, slots, c)`` (``c``: this update's host
+    scalars, with what ``_coefficients(t, first)`` adds) and ``_hyperparameters()``, and may add
+    ``_rule_inplace`` (same signature, same arithmetic, writing into the slots);
+    ``decoupled_weight_decay`` switches step 4's form.
     """
 
     decoupled_weight_decay: bool = False
