@@ -1,6 +1,6 @@
-"""The Sequential model: layers applied in order, the chain rule applied in reverse.
+"""The Sequential model: a chain of layers (portanet/layers/chain.py) that trains.
 
-Forward and backward are the chain rule written out::
+Forward and backward are the chain rule written out (:class:`portanet.layers.Chain`)::
 
     y = f_L(... f_2(f_1(x)))                    forward: each layer returns (y_i, backprop_i)
     dL/dx = backprop_1(backprop_2(... backprop_L(dL/dy)))
@@ -35,10 +35,8 @@ from . import io, losses, optimizers, training
 from ._typing import Array, Shape
 from .devices import namespace_of
 from .engine import Engine, check_jit_compile
-from .errors import abridged
 from .layers.base import (
     _FLOAT_DTYPES,
-    Container,
     Layer,
     _resolve_backend,
     deserialize,
@@ -46,14 +44,15 @@ from .layers.base import (
     register,
     serialize,
 )
+from .layers.chain import Chain
 from .random import fresh_seed
 
 __all__ = ["Sequential"]
 
 
 @register
-class Sequential(Container):
-    """A stack of layers, trained with a loss and an optimizer.
+class Sequential(Chain):
+    """A chain of layers (:class:`portanet.layers.Chain`), trained with a loss and an optimizer.
 
     Args:
         layers: the layers, in order. A Sequential is itself a layer, so it can be nested or
@@ -78,27 +77,12 @@ class Sequential(Container):
     def __init__(self, layers: Any = None, loss: Any = None, optimizer: Any = None,
                  seed: int | None = None, dtype: Any = "float32", name: str | None = None,
                  jit_compile: Any = "auto"):
-        super().__init__(name)
-        layers = [] if layers is None else layers
-        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
-            raise TypeError(f"Sequential expects a list of layers, received "
-                            f"{type(layers).__name__}. Wrap a single layer: Sequential([layer]).")
-        seen: set[int] = set()
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential item {i} is {type(layer).__name__}, not a layer; "
-                                "pass layer instances such as pn.layers.Dense(784, 10).")
-            if id(layer) in seen:
-                raise ValueError(f"Sequential item {i} is the same layer object as an earlier "
-                                 "item; a layer keeps one set of gradients, so create a new "
-                                 "layer instead of reusing it.")
-            seen.add(id(layer))
+        super().__init__(layers, name)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, received {seed!r}.")
         if dtype_name(dtype) not in _FLOAT_DTYPES:
             raise TypeError(f"Sequential dtype must be one of {list(_FLOAT_DTYPES)}, received "
                             f"{dtype!r}.")
-        self.layers: list[Layer] = list(layers)
         self.loss = None if loss is None else losses.get(loss)
         self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.seed = fresh_seed() if seed is None else seed
@@ -108,18 +92,6 @@ class Sequential(Container):
         self.build(self.seed, (), dtype, None)
 
     # -- structure -----------------------------------------------------------------------------
-    def children(self) -> list[tuple[str, Layer]]:
-        return [(str(i), layer) for i, layer in enumerate(self.layers)]
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __getitem__(self, index: int) -> Layer:
-        return self.layers[index]
-
-    def __iter__(self):
-        return iter(self.layers)
-
     def build(self, seed: int | None = None, stream: tuple[int, ...] = (),
               dtype: Any = "float32", backend: Any = None) -> Sequential:
         super().build(seed, stream, dtype, backend)
@@ -179,25 +151,9 @@ class Sequential(Container):
         """Forward through every layer; the returned backprop walks them in reverse.
 
         With ``input_gradient=False`` (training: dL/dx of the data is never used) the walk stops
-        at the first layer that has parameters: layers before it have no gradients to store,
-        and that layer skips its own dL/dx when it can.
+        at the first layer that has parameters (:meth:`Chain.chain`).
         """
-        backprops = []
-        for layer in self.layers:
-            x, backprop = layer.forward(x, training)
-            backprops.append(backprop)
-        stop = 0 if input_gradient else self._first_trainable
-
-        def backprop(dy: Array) -> Array | None:
-            for i in range(len(backprops) - 1, stop - 1, -1):
-                if i == stop and not input_gradient:
-                    if self.layers[i].can_skip_input_gradient:
-                        return backprops[i](dy, input_gradient=False)
-                    return backprops[i](dy)
-                dy = backprops[i](dy)
-            return dy
-
-        return x, backprop
+        return self.chain(x, training, None if input_gradient else self._first_trainable)
 
     def _check_input(self, x: Array) -> None:
         """Input on the model's backend and device (a clear error instead of a deep one)."""
@@ -297,12 +253,6 @@ class Sequential(Container):
         return self.engine.train_step(x, y, augment)
 
     # -- inspection ----------------------------------------------------------------------------
-    def output_shape(self, input_shape: Shape) -> Shape:
-        shape = tuple(input_shape)
-        for layer in self.layers:
-            shape = tuple(layer.output_shape(shape))
-        return shape
-
     def _guess_input_shape(self) -> Shape | None:
         first = self.layers[0] if self.layers else None
         while first is not None and first.is_container:
@@ -346,10 +296,6 @@ class Sequential(Container):
             print_fn(out)
         return out
 
-    def __repr__(self) -> str:
-        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
-        return f"Sequential([\n{inner}\n])" if self.layers else "Sequential([])"
-
     # -- moving and configuration ----------------------------------------------------------------
     def to(self, backend: Any, device: Any = None) -> Sequential:
         """Move parameters, gradients, buffers AND optimizer state to ``backend`` on ``device``.
@@ -376,14 +322,6 @@ class Sequential(Container):
             "name": self.name,
             "jit_compile": self.jit_compile,
         }
-
-    @classmethod
-    def child_configs(cls, config: dict) -> list[tuple[str, Any]]:
-        """("0", config of layer 0), ("1", ...), ... read from a :meth:`get_config` dict."""
-        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-            raise ValueError("a Sequential config is a dict with a 'layers' list (from "
-                             f"get_config()), received {abridged(config)}.")
-        return [(str(i), child) for i, child in enumerate(config["layers"])]
 
     @classmethod
     def from_config(cls, config: dict) -> Sequential:

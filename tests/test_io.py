@@ -462,7 +462,7 @@ def test_nested_model_round_trips_exactly(backend, tmp_path):
                      {"class_name": "Dense", "config": {"in_features": 8, "out_features": 8}}),
                  r"missing \['1\.2\.bias', '1\.2\.kernel'\], unknown \[\]", id="extra-layer"),
     pytest.param(lambda a: _layer_config(a, "2", "block").update(layers="Dense"),
-                 r"layer '2\.block': a Sequential config is a dict with a 'layers' list",
+                 r"layer '2\.block': a Chain config is a dict with a 'layers' list",
                  id="no-layers-list"),
     pytest.param(lambda a: _layer_config(a, "3").pop("block"),
                  r"layer '3': a Residual config needs a 'block' layer config", id="no-block"),

@@ -13,6 +13,7 @@ file                   layers
 ``shape.py``           :class:`Flatten`, :class:`Reshape`
 ``activation.py``      :class:`Activation`
 ``residual.py``        :class:`Residual`
+``chain.py``           :class:`Chain` (layers in order; ``pn.Sequential`` is a Chain that trains)
 =====================  =========================================================
 
 Every layer: ``y, backprop = layer.forward(x, training)``; ``dx = backprop(dy)`` stores
@@ -21,6 +22,7 @@ Every layer: ``y, backprop = layer.forward(x, training)``; ``dx = backprop(dy)``
 
 from .activation import Activation
 from .base import Container, Layer, deserialize, get, register, serialize
+from .chain import Chain
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -33,6 +35,7 @@ __all__ = [
     "Activation",
     "AvgPool2D",
     "BatchNorm",
+    "Chain",
     "Container",
     "Conv2D",
     "Dense",

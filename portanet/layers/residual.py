@@ -14,6 +14,7 @@ from typing import Any
 
 from .._typing import Array, Shape
 from .base import Container, Layer, deserialize, register, serialize
+from .chain import Chain
 
 
 @register
@@ -21,7 +22,7 @@ class Residual(Container):
     """Skip connection around ``block``: y = x + block(x).
 
     Args:
-        block: a layer, a Sequential, or a list of layers (wrapped in a Sequential). It must
+        block: a layer, a Chain or Sequential, or a list of layers (wrapped in a Chain). It must
             return the shape it receives.
 
     Parameters are the block's, named "block.<name>" (e.g. "block.0.kernel").
@@ -35,9 +36,7 @@ class Residual(Container):
     def __init__(self, block: Any, name: str | None = None):
         super().__init__(name)
         if isinstance(block, (list, tuple)):
-            from ..model import Sequential  # the model module builds on layers, not vice versa
-
-            block = Sequential(list(block))
+            block = Chain(list(block))
         if not isinstance(block, Layer):
             raise TypeError(f"Residual needs a layer, a Sequential or a list of layers as its "
                             f"block, received {type(block).__name__}.")
