@@ -68,6 +68,10 @@ def _compilers():
         found.append(pytest.param(("jax", None), id="jax"))
     if importlib.util.find_spec("torch"):
         found.append(pytest.param(("torch", "cpu"), id="torch-cpu", marks=pytest.mark.slow))
+    cuda = importlib.util.find_spec("torch") is not None and any(
+        getattr(d, "type", "") == "cuda" for d in ADAPTERS["torch"].devices())
+    found.append(pytest.param(("torch", "cuda:0"), id="torch-cuda", marks=[pytest.mark.gpu] + (
+        [] if cuda else [pytest.mark.skip("torch is not installed or has no usable CUDA device")])))
     return found
 
 
