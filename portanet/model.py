@@ -117,8 +117,18 @@ class Sequential(Chain):
                        for k in leaf.parameters]
         self._where = {name: (leaf, key) for name, leaf, key in self._slots}
         self._regularized = list(self.named_regularizers().items())
-        self._first_trainable = next((i for i, layer in enumerate(self.layers)
-                                      if layer.num_parameters > 0), len(self.layers))
+        self._frozen_at = -1  # Layer.trainable_version that _first_trainable was computed at
+
+    @property
+    def _first_trainable(self) -> int:
+        """Index of the first layer with parameters that train: backprop stops there.
+
+        Recomputed only when some layer's ``trainable`` flag changed."""
+        if self._frozen_at != Layer.trainable_version:
+            self._first_index = next((i for i, layer in enumerate(self.layers)
+                                      if layer.num_trainable_parameters > 0), len(self.layers))
+            self._frozen_at = Layer.trainable_version
+        return self._first_index
 
     def add(self, layer: Layer) -> Sequential:
         """Append ``layer``, built with the model's seed (stream = its index), dtype and backend."""
@@ -132,6 +142,16 @@ class Sequential(Chain):
         self._index()
         self.engine.reset()
         return self
+
+    def pop(self) -> Layer:
+        """Remove the last layer and return it (e.g. an old classification head, before
+        ``add``-ing a new one for transfer learning)."""
+        if not self.layers:
+            raise IndexError("pop from a Sequential with no layers.")
+        layer = self.layers.pop()
+        self._index()
+        self.engine.reset()
+        return layer
 
     def compile(self, loss: Any = None, optimizer: Any = None,
                 jit_compile: Any = None) -> Sequential:
@@ -147,13 +167,14 @@ class Sequential(Chain):
         return self
 
     # -- forward and backward ------------------------------------------------------------------
-    def _forward(self, x: Array, training: bool, input_gradient: bool = True):
+    def _forward(self, x: Array, training: bool, input_gradient: bool = True,
+                 mask: Array | None = None):
         """Forward through every layer; the returned backprop walks them in reverse.
 
         With ``input_gradient=False`` (training: dL/dx of the data is never used) the walk stops
         at the first layer that has parameters (:meth:`Chain.chain`).
         """
-        return self.chain(x, training, None if input_gradient else self._first_trainable)
+        return self.chain(x, training, None if input_gradient else self._first_trainable, mask)
 
     def _check_input(self, x: Array) -> None:
         """Input on the model's backend and device (a clear error instead of a deep one)."""
@@ -164,14 +185,16 @@ class Sequential(Chain):
                             "it with pn.asarray(...).")
         self._seen_input_shape = tuple(x.shape[1:])  # lets summary() show conv output shapes
 
-    def forward(self, x: Array, training: bool | None = None):
+    def forward(self, x: Array, training: bool | None = None, mask: Array | None = None):
         """``(y, backprop)`` through every layer; ``training=None`` uses the model's mode.
 
-        The returned ``backprop`` is also kept for :meth:`backward`.
+        ``mask`` (N, T), True at real time steps, goes to the sequence layers (a model that
+        starts with ``Embedding(mask_zero=True)`` makes its own). The returned ``backprop`` is
+        also kept for :meth:`backward`.
         """
         self._check_input(x)
         training = self.training if training is None else bool(training)
-        y, backprop = self._forward(x, training)
+        y, backprop = self._forward(x, training, mask=mask)
         self._last_backprop = backprop
         return y, backprop
 
@@ -232,9 +255,12 @@ class Sequential(Chain):
         value, grad = self.loss(y_pred, y)
         backprop(grad)
         grads = {name: leaf.gradients[key] for name, leaf, key in self._slots
-                 if key in leaf.gradients}
+                 if leaf.trainable and key in leaf.gradients}
         for name, reg in self._regularized:
             leaf, key = self._where[name]
+            if not leaf.trainable:  # a frozen weight's penalty is a constant: no gradient
+                value = value + reg.penalty(leaf.parameters[key])
+                continue
             w = leaf.parameters[key]
             value = value + reg.penalty(w)
             grads[name] = grads[name] + reg.gradient(w)
@@ -291,6 +317,10 @@ class Sequential(Chain):
             if j == 0:
                 text.append(line)
         text += [line, f"Total parameters: {self.num_parameters:,}"]
+        frozen = self.num_parameters - self.num_trainable_parameters
+        if frozen:
+            text += [f"Trainable parameters: {self.num_trainable_parameters:,}",
+                     f"Frozen parameters: {frozen:,}"]
         out = "\n".join(text)
         if print_fn is not None:
             print_fn(out)

@@ -170,3 +170,31 @@ def median(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
                   else xp.astype(lo, xpx.default_dtype(xp, device=compat.device(x))),
                   axis=axis, keepdims=True)
     return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def sequence_mask(lengths: Array, maxlen: int) -> Array:
+    """A padding mask from sequence lengths: ``mask[n, t] = t < lengths[n]``.
+
+    True marks a real time step, False a padded one (the convention of every sequence layer).
+    Built on the lengths' device by one comparison, so it costs no host read.
+
+    Args:
+        lengths: integer array (N,), each in [0, maxlen].
+        maxlen: T, the padded length (a Python int: shapes live on the host).
+
+    Returns:
+        A boolean array (N, T) on ``lengths``' device.
+
+    Examples:
+        >>> import numpy as np
+        >>> sequence_mask(np.asarray([1, 3]), 4).tolist()
+        [[True, False, False, False], [True, True, True, False]]
+    """
+    xp = compat.array_namespace(lengths)
+    if not xp.isdtype(lengths.dtype, "integral") or lengths.ndim != 1:
+        raise TypeError(f"sequence_mask expects integer lengths of shape (N,), received dtype "
+                        f"{lengths.dtype} and shape {tuple(lengths.shape)}.")
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
+        raise ValueError(f"maxlen must be a non-negative int, received {maxlen!r}.")
+    steps = xp.arange(maxlen, dtype=lengths.dtype, device=compat.device(lengths))
+    return steps[None, :] < lengths[:, None]

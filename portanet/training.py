@@ -81,11 +81,18 @@ def _model_dtype(model: Any) -> str:
     return getattr(model, "dtype", None) or "float32"
 
 
+def _takes_ids(model: Any) -> bool:
+    """Whether ``model``'s first layer reads integer ids (``Layer.integer_input``)."""
+    layers = getattr(model, "layers", None)
+    return bool(layers) and getattr(layers[0], "integer_input", False)
+
+
 def to_model(model: Any, a: Any, name: str, role: str = "x") -> Array:
     """``a`` (NumPy, a list, or any backend's array) on the model's backend and device.
 
-    Inputs (``role="x"``) and float targets are cast to the model's dtype; integer and boolean
-    targets become int64 class ids. This is the one host-to-device copy of a ``fit`` call.
+    Inputs (``role="x"``) and float targets are cast to the model's dtype (token ids for a
+    model starting with an Embedding stay integers, as int64); integer and boolean targets
+    become int64 class ids. This is the one host-to-device copy of a ``fit`` call.
     """
     target = _model_backend(model)
     if a is None:
@@ -98,6 +105,15 @@ def to_model(model: Any, a: Any, name: str, role: str = "x") -> Array:
     floating = xp.isdtype(a.dtype, "real floating")
     if not (floating or xp.isdtype(a.dtype, ("integral", "bool"))):
         raise TypeError(f"{name} must hold real numbers, received dtype {a.dtype}.")
+    if role == "x" and _takes_ids(model):
+        # a model starting with an Embedding reads token ids: they stay integers
+        if floating:
+            raise TypeError(f"{name} must hold integer token ids for a model whose first layer "
+                            f"is {type(model.layers[0]).__name__}, received dtype "
+                            f"{str(a.dtype).rsplit('.', 1)[-1]}. "
+                            "Convert them with x.astype('int64') (or np.asarray(x, "
+                            "dtype='int64')).")
+        return a if a.dtype == xp.int64 else xp.astype(a, xp.int64)
     # inputs and float targets take the model's dtype; class ids become int64
     want = resolve_dtype(xp, _model_dtype(model)) if role == "x" or floating else xp.int64
     return a if a.dtype == want else xp.astype(a, want)

@@ -27,6 +27,7 @@ import array_api_compat as compat
 
 from .._typing import Array
 from ..backend import adapter_of
+from ..layers.base import Layer
 from .executors import Compiled, Eager, check_jit_compile, resolve
 from .state import StateLayout, TrainState
 from .step import make_forward, make_train_step
@@ -62,6 +63,7 @@ class Engine:
         # augment itself alive, so its id cannot be reused by another object)
         self._forward = None
         self._produced: TrainState | None = None
+        self._frozen_at = Layer.trainable_version
 
     # -- what it runs ------------------------------------------------------------------------
     def _adapter(self):
@@ -112,6 +114,8 @@ class Engine:
         """
         model = self.model
         optimizer = model.optimizer
+        if self._frozen_at != Layer.trainable_version:  # another set of parameters trains
+            self.reset()
         threaded = augment if _is_augment(augment) else None
         if augment is not None and threaded is None:
             x = augment(x)

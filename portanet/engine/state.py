@@ -62,6 +62,7 @@ class StateLayout:
     def __init__(self, model: Any, extra_generators: dict[str, Generator] | None = None):
         leaves = model.named_leaves()
         self.params = [(p + k, leaf, k) for p, leaf in leaves for k in leaf.parameters]
+        self.trainable = [p + k for p, leaf in leaves if leaf.trainable for k in leaf.parameters]
         self.buffers = [(p + k, leaf, k) for p, leaf in leaves for k in leaf.buffers]
         generators = {p + "generator": leaf.generator for p, leaf in leaves
                       if isinstance(getattr(leaf, "generator", None), Generator)}
@@ -72,9 +73,10 @@ class StateLayout:
     def gather(self, optimizer: Any) -> TrainState:
         """The model's current state (its own arrays, not copies)."""
         params = {name: leaf.parameters[k] for name, leaf, k in self.params}
-        missing = [name for name in params if name not in optimizer._slots]
+        missing = [name for name in self.trainable if name not in optimizer._slots]
         if missing or optimizer._unchecked:
-            optimizer.build(params)  # zeros for new parameters; checks a loaded state
+            # zeros for new parameters (frozen ones get no state); checks a loaded state
+            optimizer.build({name: params[name] for name in self.trainable})
         return TrainState(params, optimizer.state(),
                           {name: leaf.buffers[k] for name, leaf, k in self.buffers},
                           {name: g.get_state() for name, g in self.generators})

@@ -81,6 +81,17 @@ class Layer:
     """True if ``backprop(dy, input_gradient=False)`` stores the parameter gradients and skips
     computing dL/dx (returns None). A model uses it for its first trainable layer, whose input
     gradient nobody reads (PyTorch skips it the same way for inputs without requires_grad)."""
+    supports_masking: ClassVar[bool] = False
+    """True if ``forward(x, training, mask=...)`` takes a padding mask: a boolean (N, T) array,
+    True at real time steps. A Chain passes the mask only to such layers; see
+    :meth:`compute_mask` for how the mask travels from layer to layer."""
+    creates_mask: bool = False
+    """True if :meth:`compute_mask` can make a mask from no mask (``Embedding(mask_zero=True)``,
+    ``Masking``); a Chain asks a layer for its output mask only when there is a mask already or
+    the layer creates one, so mask-free models pay nothing."""
+    integer_input: ClassVar[bool] = False
+    """True if the layer takes integer ids (Embedding): a model starting with it keeps integer
+    inputs as int64 instead of casting them to its float dtype."""
 
     def __init__(self, name: str | None = None):
         self._init_state(name)
@@ -99,6 +110,33 @@ class Layer:
         self.dtype: str | None = None
         self.backend: Backend | None = None
         self.regularizers: dict[str, Any] = {}
+        self._trainable = True
+
+    # -- freezing ------------------------------------------------------------------------------
+    trainable_version: ClassVar[int] = 0
+    """Counts every change of any layer's :attr:`trainable`, so a model's engine knows when the
+    set of parameters it updates has changed (one int comparison per step)."""
+
+    @property
+    def trainable(self) -> bool:
+        """Whether training updates this layer's parameters (default True).
+
+        ``layer.trainable = False`` freezes it, for transfer learning and fine-tuning: its
+        parameters get no gradients, optimizers skip them (and keep no state for them), and
+        backpropagation stops early when nothing before the layer trains. On a container it
+        sets every layer inside. A frozen BatchNorm normalizes with its running statistics
+        (Keras' rule: fine-tuning must not disturb them). Checkpoints keep the flag.
+        """
+        return getattr(self, "_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"trainable must be True or False, received {value!r}.")
+        self._trainable = value
+        for _, child in self.children():
+            child.trainable = value
+        Layer.trainable_version += 1
 
     # -- what subclasses declare -------------------------------------------------------------
     def parameter_specs(self) -> dict[str, tuple[Shape, initializers.Initializer]]:
@@ -112,6 +150,16 @@ class Layer:
     def forward(self, x: Array, training: bool | None = None):
         """``(y, backprop)``; ``training=None`` uses :attr:`training`."""
         raise NotImplementedError
+
+    def compute_mask(self, x: Array, mask: Array | None) -> Array | None:
+        """The padding mask of this layer's output, given its input ``x`` and input ``mask``.
+
+        The default passes the mask on unchanged: right for layers that act on each time step
+        (Dense on (N, T, F), Dropout, LayerNorm, Activation). A layer that removes the time axis
+        (an RNN returning its last state, pooling over time) returns None; a layer that makes a
+        mask (``Embedding(mask_zero=True)``) returns it.
+        """
+        return mask
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """The per-sample output shape for a per-sample ``input_shape`` (no batch axis).
@@ -252,6 +300,11 @@ class Layer:
         """All trainable arrays under dotted names ("kernel" for a leaf, "0.kernel" inside)."""
         return {p + k: v for p, leaf in self.named_leaves() for k, v in leaf.parameters.items()}
 
+    def named_trainable_parameters(self) -> dict[str, Array]:
+        """The parameters training updates: those of the layers with ``trainable`` True."""
+        return {p + k: v for p, leaf in self.named_leaves() if leaf.trainable
+                for k, v in leaf.parameters.items()}
+
     def named_gradients(self) -> dict[str, Array]:
         """The gradients stored by the last backprop, under the same names as the parameters."""
         return {p + k: v for p, leaf in self.named_leaves() for k, v in leaf.gradients.items()}
@@ -320,6 +373,12 @@ class Layer:
             for shape, _ in leaf.parameter_specs().values():
                 total += math.prod(shape)
         return total
+
+    @property
+    def num_trainable_parameters(self) -> int:
+        """The number of scalars training updates (those of layers with ``trainable`` True)."""
+        return sum(math.prod(shape) for _, leaf in self.named_leaves() if leaf.trainable
+                   for shape, _ in leaf.parameter_specs().values())
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def _check_dtype(self, x: Array, like: Array | None = None) -> None:
@@ -433,7 +492,10 @@ def serialize(layer: Layer) -> dict:
     """``{"class_name": ..., "config": layer.get_config()}`` (JSON-able)."""
     if not isinstance(layer, Layer):
         raise TypeError(f"serialize expects a Layer, received {type(layer).__name__}.")
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+    out = {"class_name": type(layer).__name__, "config": layer.get_config()}
+    if not layer.trainable:
+        out["trainable"] = False  # frozen layers stay frozen through a checkpoint
+    return out
 
 
 def registered_class(config: dict) -> type[Layer]:
@@ -456,7 +518,14 @@ def deserialize(config: dict) -> Layer:
     if not isinstance(inner, dict):
         raise ValueError(f"the config of a {cls.__name__} must be a dict, received "
                          f"{abridged(inner)}.")
-    return cls.from_config(dict(inner))
+    layer = cls.from_config(dict(inner))
+    trainable = config.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ValueError(f"the 'trainable' flag of a {cls.__name__} config must be true or "
+                         f"false, received {abridged(trainable)}.")
+    if not trainable:
+        layer.trainable = False
+    return layer
 
 
 def get(identifier: Any) -> Layer:

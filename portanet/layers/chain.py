@@ -73,16 +73,33 @@ class Chain(Container):
     def __iter__(self):
         return iter(self.layers)
 
-    def chain(self, x: Array, training: bool, stop: int | None = None):
+    supports_masking = True
+
+    @property
+    def creates_mask(self) -> bool:  # type: ignore[override]
+        return any(layer.creates_mask for layer in self.layers)
+
+    def chain(self, x: Array, training: bool, stop: int | None = None,
+              mask: Array | None = None):
         """``(y, backprop)`` through every layer; ``backprop`` walks them in reverse.
 
         ``stop`` (training, where dL/dx of the data is never used): the walk ends at layer
         ``stop``, the first with parameters; layers before it have no gradients to store, and
         that layer skips its own dL/dx when it can. The walk then returns None.
+
+        ``mask`` (N, T), True at real steps, travels with the data: each layer that
+        ``supports_masking`` receives it, and ``compute_mask`` gives the next layer's (an
+        ``Embedding(mask_zero=True)`` first layer makes one from the ids).
         """
         backprops = []
         for layer in self.layers:
-            x, backprop = layer.forward(x, training)
+            x_in = x
+            if mask is not None and layer.supports_masking:
+                x, backprop = layer.forward(x, training, mask=mask)
+            else:
+                x, backprop = layer.forward(x, training)
+            if mask is not None or layer.creates_mask:
+                mask = layer.compute_mask(x_in, mask)
             backprops.append(backprop)
         last = 0 if stop is None else stop
 
@@ -98,10 +115,24 @@ class Chain(Container):
 
         return x, backprop
 
-    def forward(self, x: Array, training: bool | None = None):
-        """``(y, backprop)``; ``training=None`` uses the chain's mode."""
+    def forward(self, x: Array, training: bool | None = None, mask: Array | None = None):
+        """``(y, backprop)``; ``training=None`` uses the chain's mode; ``mask`` (N, T), True at
+        real time steps, goes to the layers that take one."""
         self.ensure_built(x)
-        return self.chain(x, self.training if training is None else bool(training))
+        return self.chain(x, self.training if training is None else bool(training), mask=mask)
+
+    def compute_mask(self, x: Array, mask: Array | None) -> Array | None:
+        """The output mask: each layer's :meth:`~Layer.compute_mask` in turn. A layer after the
+        first that makes a mask needs its own input, so the layers before it run (evaluation
+        mode) only in that rare case."""
+        for i, layer in enumerate(self.layers):
+            x_in = x
+            if any(later.creates_mask for later in self.layers[i + 1:]):
+                x, _ = (layer.forward(x, False, mask=mask) if mask is not None
+                        and layer.supports_masking else layer.forward(x, False))
+            if mask is not None or layer.creates_mask:
+                mask = layer.compute_mask(x_in, mask)
+        return mask
 
     def output_shape(self, input_shape: Shape) -> Shape:
         shape = tuple(input_shape)

@@ -50,7 +50,8 @@ class BatchNorm(Layer):
       (m values per channel; the running variance is the unbiased estimate, as in PyTorch,
       while normalization uses the biased one).
     * Evaluation: running statistics normalize; the layer is then a fixed affine map, with
-      dL/dx = dy * gamma / sqrt(running_var + eps).
+      dL/dx = dy * gamma / sqrt(running_var + eps). A frozen layer (``trainable = False``)
+      always works this way, in training too, so fine-tuning leaves its statistics alone.
 
     Args:
         num_features: C, the size of axis 1.
@@ -105,7 +106,8 @@ class BatchNorm(Layer):
         self.ensure_built(x)
         self._check(tuple(x.shape), batched=True)
         self._check_dtype(x, self.buffers["running_mean"])
-        training = self.training if training is None else training
+        # a frozen BatchNorm keeps its statistics: fine-tuning must not disturb them
+        training = (self.training if training is None else training) and self.trainable
         xp = compat.array_namespace(x)
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
         # Per-channel vectors (C,) broadcast against (N, C) directly, against NCHW as (C, 1, 1).

@@ -39,6 +39,9 @@ class Flatten(Layer):
     def output_shape(self, input_shape: Shape) -> Shape:
         return (math.prod(input_shape),)
 
+    def compute_mask(self, x: Array, mask: Array | None) -> None:
+        return None  # the time axis is gone
+
 
 @register
 class Reshape(Layer):
@@ -75,6 +78,9 @@ class Reshape(Layer):
         if known != size:
             raise ValueError(self._error(input_shape))
         return self.target_shape
+
+    def compute_mask(self, x: Array, mask: Array | None) -> None:
+        return None  # the time axis is not known to survive a reshape
 
     def _error(self, input_shape: Shape) -> str:
         return (f"Reshape cannot turn per-sample shape {tuple(input_shape)} "
