@@ -10,7 +10,9 @@ so the chain rule through an activation is ``dx = dy * f_derivative(x)``. Softma
 log-softmax are not elementwise (every output depends on the whole slice along ``axis``): they
 come with a vector-Jacobian product (``softmax_vjp``, ``log_softmax_vjp``), which is what
 backpropagation needs, and with the full Jacobian (``softmax_jacobian``,
-``log_softmax_jacobian``) to look at while learning.
+``log_softmax_jacobian``) to look at while learning. Softmax takes a ``temperature`` tau > 0:
+softmax(x / tau), whose vjp is the plain one divided by tau (``get("softmax", temperature=2.0)``,
+or ``{"name": "softmax", "temperature": 2.0}`` in a layer config).
 
 Layers use :func:`get`, which turns a name, a config dict or a function into an
 :class:`Activation`: ``y, backprop = act(x)`` and ``dx = backprop(dy)``.
@@ -609,11 +611,24 @@ def gelu_tanh_derivative(x: Array) -> Array:
 # =============================================================================================
 # Softmax and log-softmax: not elementwise, so a vector-Jacobian product and a Jacobian
 # =============================================================================================
-def softmax(x: Array, axis: int = -1) -> Array:
-    """Turn scores into a probability distribution along ``axis``.
+def _check_temperature(temperature: Any) -> float:
+    """A temperature is a Python number > 0 (a host value: checking it reads no array)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            0.0 < temperature < math.inf):
+        raise ValueError(f"softmax temperature must be a finite number > 0, received "
+                         f"temperature={temperature!r}. (tau -> 0 approaches argmax, tau -> inf "
+                         "the uniform distribution.)")
+    return float(temperature)
 
-    Formula: s_i = exp(x_i) / sum_j exp(x_j);  ds_i/dx_j = s_i * (delta_ij - s_j).
-    Range: (0, 1), each slice sums to 1.
+
+def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Array:
+    """Turn scores into a probability distribution along ``axis``, sharpened or flattened by a
+    temperature.
+
+    Formula: s_i = exp(x_i / tau) / sum_j exp(x_j / tau);
+    ds_i/dx_j = s_i * (delta_ij - s_j) / tau.  Range: (0, 1), each slice sums to 1.
+    tau = 1 (the default) is the plain softmax; tau < 1 sharpens towards argmax, tau > 1 flattens
+    towards uniform (Hinton et al.'s distillation, sampling from language models).
 
     Stable form: x is shifted by its maximum first (softmax(x) = softmax(x - c) for any c), so the
     largest exponent is exp(0) = 1: no overflow for logits of +-1000, even in float32.
@@ -621,6 +636,7 @@ def softmax(x: Array, axis: int = -1) -> Array:
     Args:
         x: real floating array, any shape.
         axis: the axis that holds the classes.
+        temperature: tau > 0, a Python number.
 
     Returns:
         Array like ``x``.
@@ -629,22 +645,28 @@ def softmax(x: Array, axis: int = -1) -> Array:
         >>> import numpy as np
         >>> softmax(np.asarray([[1000.0, 1000.0], [0.0, -1000.0]])).tolist()
         [[0.5, 0.5], [1.0, 0.0]]
+        >>> [round(v, 4) for v in softmax(np.asarray([0.0, 1.0]), temperature=0.5).tolist()]
+        [0.1192, 0.8808]
     """
     xp = _xp(x)
+    tau = _check_temperature(temperature)
+    if tau != 1.0:
+        x = x / tau
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-def softmax_vjp(y: Array, g: Array, axis: int = -1) -> Array:
+def softmax_vjp(y: Array, g: Array, axis: int = -1, temperature: float = 1.0) -> Array:
     """Backpropagate ``g = dL/ds`` through softmax: the vector-Jacobian product g^T J.
 
-    Formula: (g^T J)_j = sum_i g_i s_i (delta_ij - s_j) = s_j * (g_j - sum_i g_i s_i).
-    O(n) per slice, never forms the n x n Jacobian.
+    Formula: (g^T J)_j = sum_i g_i s_i (delta_ij - s_j) / tau = s_j * (g_j - sum_i g_i s_i) / tau
+    (the chain rule through x / tau). O(n) per slice, never forms the n x n Jacobian.
 
     Args:
-        y: the softmax output s (what :func:`softmax` returned).
+        y: the softmax output s (what :func:`softmax` returned, with the same temperature).
         g: the upstream gradient dL/ds, same shape as ``y``.
         axis: the axis softmax was taken over.
+        temperature: tau, as given to :func:`softmax`.
 
     Returns:
         dL/dx, same shape as ``y``.
@@ -654,20 +676,25 @@ def softmax_vjp(y: Array, g: Array, axis: int = -1) -> Array:
         >>> s = softmax(np.asarray([0.0, 0.0]))
         >>> softmax_vjp(s, np.asarray([1.0, 0.0])).tolist()
         [0.25, -0.25]
+        >>> softmax_vjp(s, np.asarray([1.0, 0.0]), temperature=2.0).tolist()
+        [0.125, -0.125]
     """
     xp = _xp(y)
-    return y * (g - xp.sum(g * y, axis=axis, keepdims=True))
+    tau = _check_temperature(temperature)
+    dx = y * (g - xp.sum(g * y, axis=axis, keepdims=True))
+    return dx if tau == 1.0 else dx / tau
 
 
-def softmax_jacobian(x: Array, axis: int = -1) -> Array:
-    """The full Jacobian of :func:`softmax`, for teaching and checking: J = diag(s) - s s^T.
+def softmax_jacobian(x: Array, axis: int = -1, temperature: float = 1.0) -> Array:
+    """The full Jacobian of :func:`softmax`, for teaching and checking: J = (diag(s) - s s^T) / tau.
 
-    Formula: J_ij = ds_i/dx_j = s_i * (delta_ij - s_j). Backpropagation uses
+    Formula: J_ij = ds_i/dx_j = s_i * (delta_ij - s_j) / tau. Backpropagation uses
     :func:`softmax_vjp` instead, which costs O(n), not O(n^2).
 
     Args:
         x: real floating array; the classes are along ``axis``.
         axis: the softmax axis.
+        temperature: tau > 0.
 
     Returns:
         Array of shape ``batch + (n, n)``: ``batch`` is ``x``'s shape without ``axis``, and
@@ -679,10 +706,11 @@ def softmax_jacobian(x: Array, axis: int = -1) -> Array:
         [[0.25, -0.25], [-0.25, 0.25]]
     """
     xp = _xp(x)
-    s = xp.moveaxis(softmax(x, axis=axis), axis, -1)
+    s = xp.moveaxis(softmax(x, axis=axis, temperature=temperature), axis, -1)
     n = s.shape[-1]
     eye = xp.eye(n, dtype=x.dtype, device=compat.device(x))
-    return xp.expand_dims(s, axis=-1) * (eye - xp.expand_dims(s, axis=-2))
+    j = xp.expand_dims(s, axis=-1) * (eye - xp.expand_dims(s, axis=-2))
+    return j if temperature == 1.0 else j / float(temperature)
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:
@@ -763,9 +791,9 @@ def _gelu_pass(x: Array):
     return x * cdf, lambda dy: dy * (cdf + x * _normal_pdf(x))
 
 
-def _softmax_pass(x: Array, axis: int = -1):
-    y = softmax(x, axis=axis)
-    return y, lambda dy: softmax_vjp(y, dy, axis=axis)
+def _softmax_pass(x: Array, axis: int = -1, temperature: float = 1.0):
+    y = softmax(x, axis=axis, temperature=temperature)
+    return y, lambda dy: softmax_vjp(y, dy, axis=axis, temperature=temperature)
 
 
 def _log_softmax_pass(x: Array, axis: int = -1):
@@ -872,6 +900,8 @@ def _check_params(name: str, forward: Callable, params: dict[str, Any]) -> dict[
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name}: axis must be an int, received {value!r}.")
             checked[key] = value
+        elif key == "temperature":
+            checked[key] = _check_temperature(value)  # > 0, checked once, at construction
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
                     value):

@@ -9,6 +9,9 @@ file                   layers
 ``conv.py``            :class:`Conv2D` (NCHW, strided slices + one matmul)
 ``pooling.py``         :class:`MaxPool2D`, :class:`AvgPool2D`, :class:`GlobalAvgPool2D`
 ``normalization.py``   :class:`BatchNorm`, :class:`LayerNorm`
+``group_norm.py``      :class:`GroupNorm`
+``embedding.py``       :class:`Embedding` (ids -> vectors), :class:`Masking`
+``maxout.py``          :class:`Maxout`
 ``dropout.py``         :class:`Dropout`
 ``shape.py``           :class:`Flatten`, :class:`Reshape`
 ``activation.py``      :class:`Activation`
@@ -26,6 +29,9 @@ from .chain import Chain
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding, Masking
+from .group_norm import GroupNorm
+from .maxout import Maxout
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .residual import Residual
@@ -40,11 +46,15 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GlobalAvgPool2D",
+    "GroupNorm",
     "Layer",
     "LayerNorm",
+    "Masking",
     "MaxPool2D",
+    "Maxout",
     "Reshape",
     "Residual",
     "deserialize",

@@ -13,14 +13,14 @@ from .._typing import Array
 from .base import Layer, register
 
 
-def get_activation(identifier: Any):
-    """``activations.get(identifier)``, or None for the identity (None, "linear", "identity"),
+def get_activation(identifier: Any, **params: Any):
+    """``activations.get(identifier, **params)``, or None for the identity (None, "linear", "identity"),
     so layers skip the call entirely when there is nothing to apply."""
     if identifier is None:
         return None
     from .. import activations  # at call time: layers sit above the math modules
 
-    act = activations.get(identifier)
+    act = activations.get(identifier, **params)
     return None if act.name == "identity" else act
 
 
@@ -45,6 +45,8 @@ class Activation(Layer):
     Args:
         activation: a name from :mod:`portanet.activations` ("relu", "gelu", "softmax", ...)
             or an activation object.
+        **params: the activation's parameters, e.g. ``Activation("softmax", temperature=2.0)``
+            or ``Activation("leaky_relu", alpha=0.2)``.
 
     Shapes: any; output has the input's shape.
 
@@ -55,11 +57,11 @@ class Activation(Layer):
         [0.0, 2.0]
     """
 
-    def __init__(self, activation: Any, name: str | None = None):
+    def __init__(self, activation: Any, name: str | None = None, **params: Any):
         super().__init__(name)
         if activation is None:
             raise ValueError("Activation needs an activation name such as 'relu', received None.")
-        self.activation = get_activation(activation)
+        self.activation = get_activation(activation, **params)
         self._config = activation_config(self.activation) or "linear"
 
     def forward(self, x: Array, training: bool | None = None):
