@@ -10,7 +10,7 @@ Examples:
     >>> x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
 """
 
-from . import augmentation
+from . import augmentation, sequences, text
 from .augmentation import Augment, random_crop, random_flip, random_rot90, random_shift
 from .batching import (
     BatchIterator,
@@ -41,12 +41,36 @@ from .preprocessing import (
     flatten,
     one_hot,
 )
+from .sequences import (
+    ADDING_BASELINE_MSE,
+    draw_patterns,
+    lengths_from_mask,
+    make_adding_problem,
+    make_copy_task,
+    make_pattern_classification,
+    make_reverse_task,
+    make_sign_of_sum,
+    make_sine_forecast,
+    mask_from_lengths,
+    pad_sequences,
+)
+from .text import (
+    TEXT_CORPORA,
+    CharTokenizer,
+    char_lm_windows,
+    generate_text,
+    load_text_corpus,
+    sample_next,
+)
 
 __all__ = [
+    "ADDING_BASELINE_MSE",
     "DATASETS",
     "FASHION_CLASSES",
+    "TEXT_CORPORA",
     "Augment",
     "BatchIterator",
+    "CharTokenizer",
     "Dataset",
     "IdxFormatError",
     "LabelEncoder",
@@ -55,25 +79,41 @@ __all__ = [
     "StandardScaler",
     "augmentation",
     "balance_classes",
+    "char_lm_windows",
     "class_weights",
+    "draw_patterns",
     "flatten",
+    "generate_text",
     "iterate_batches",
     "kfold_indices",
+    "lengths_from_mask",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
     "load_mnist",
+    "load_text_corpus",
+    "make_adding_problem",
     "make_circles",
+    "make_copy_task",
     "make_noisy_sine",
+    "make_pattern_classification",
+    "make_reverse_task",
+    "make_sign_of_sum",
+    "make_sine_forecast",
     "make_spiral",
+    "mask_from_lengths",
     "one_hot",
+    "pad_sequences",
     "random_crop",
     "random_flip",
     "random_rot90",
     "random_shift",
     "read_idx",
+    "sample_next",
+    "sequences",
     "shuffle_arrays",
     "sklearn_available",
+    "text",
     "train_test_split",
     "train_val_test_split",
 ]
