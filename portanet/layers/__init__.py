@@ -12,6 +12,10 @@ file                   layers
 ``group_norm.py``      :class:`GroupNorm`
 ``embedding.py``       :class:`Embedding` (ids -> vectors), :class:`Masking`
 ``maxout.py``          :class:`Maxout`
+``attention.py``       :class:`MultiHeadAttention`, ``scaled_dot_product_attention``
+``positional.py``      :class:`SinusoidalPositionalEncoding`, :class:`PositionalEmbedding`
+``transformer.py``     :class:`TransformerEncoderBlock` (pre-LN)
+``temporal.py``        :class:`GlobalAvgPool1D`, :class:`LastStep` (pooling over time, masked)
 ``dropout.py``         :class:`Dropout`
 ``shape.py``           :class:`Flatten`, :class:`Reshape`
 ``activation.py``      :class:`Activation`
@@ -24,6 +28,7 @@ Every layer: ``y, backprop = layer.forward(x, training)``; ``dx = backprop(dy)``
 """
 
 from .activation import Activation
+from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .base import Container, Layer, deserialize, get, register, serialize
 from .chain import Chain
 from .conv import Conv2D
@@ -34,8 +39,11 @@ from .group_norm import GroupNorm
 from .maxout import Maxout
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from .positional import PositionalEmbedding, SinusoidalPositionalEncoding
 from .residual import Residual
 from .shape import Flatten, Reshape
+from .temporal import GlobalAvgPool1D, LastStep
+from .transformer import TransformerEncoderBlock
 
 __all__ = [
     "Activation",
@@ -48,17 +56,24 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GlobalAvgPool1D",
     "GlobalAvgPool2D",
     "GroupNorm",
+    "LastStep",
     "Layer",
     "LayerNorm",
     "Masking",
     "MaxPool2D",
     "Maxout",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
     "Reshape",
     "Residual",
+    "SinusoidalPositionalEncoding",
+    "TransformerEncoderBlock",
     "deserialize",
     "get",
     "register",
+    "scaled_dot_product_attention",
     "serialize",
 ]
