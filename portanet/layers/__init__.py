@@ -12,6 +12,11 @@ file                   layers
 ``group_norm.py``      :class:`GroupNorm`
 ``embedding.py``       :class:`Embedding` (ids -> vectors), :class:`Masking`
 ``maxout.py``          :class:`Maxout`
+``recurrent.py``       what SimpleRNN, LSTM and GRU share: the time loop, masks, BPTT
+``rnn.py``             :class:`SimpleRNN`
+``lstm.py``            :class:`LSTM`
+``gru.py``             :class:`GRU`
+``bidirectional.py``   :class:`Bidirectional`
 ``attention.py``       :class:`MultiHeadAttention`, ``scaled_dot_product_attention``
 ``positional.py``      :class:`SinusoidalPositionalEncoding`, :class:`PositionalEmbedding`
 ``transformer.py``     :class:`TransformerEncoderBlock` (pre-LN)
@@ -30,25 +35,32 @@ Every layer: ``y, backprop = layer.forward(x, training)``; ``dx = backprop(dy)``
 from .activation import Activation
 from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .base import Container, Layer, deserialize, get, register, serialize
+from .bidirectional import Bidirectional
 from .chain import Chain
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding, Masking
 from .group_norm import GroupNorm
+from .gru import GRU
+from .lstm import LSTM
 from .maxout import Maxout
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .positional import PositionalEmbedding, SinusoidalPositionalEncoding
 from .residual import Residual
+from .rnn import SimpleRNN
 from .shape import Flatten, Reshape
 from .temporal import GlobalAvgPool1D, LastStep
 from .transformer import TransformerEncoderBlock
 
 __all__ = [
+    "GRU",
+    "LSTM",
     "Activation",
     "AvgPool2D",
     "BatchNorm",
+    "Bidirectional",
     "Chain",
     "Container",
     "Conv2D",
@@ -69,6 +81,7 @@ __all__ = [
     "PositionalEmbedding",
     "Reshape",
     "Residual",
+    "SimpleRNN",
     "SinusoidalPositionalEncoding",
     "TransformerEncoderBlock",
     "deserialize",

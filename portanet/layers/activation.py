@@ -14,8 +14,8 @@ from .base import Layer, register
 
 
 def get_activation(identifier: Any, **params: Any):
-    """``activations.get(identifier, **params)``, or None for the identity (None, "linear", "identity"),
-    so layers skip the call entirely when there is nothing to apply."""
+    """``activations.get(identifier, **params)``, or None for the identity (None, "linear",
+    "identity"), so layers skip the call entirely when there is nothing to apply."""
     if identifier is None:
         return None
     from .. import activations  # at call time: layers sit above the math modules
