@@ -11,6 +11,18 @@ import sys
 from . import __version__, bench, parity
 from .backend import BACKEND_NAMES, get_backend
 from .backends import ADAPTERS
+from .sequence_tasks import (
+    DEFAULT_TASK,
+    EPOCHS,
+    LEARNING_RATES,
+    SEQUENCE_MODELS,
+    SEQUENCE_TASKS,
+    build_sequence_model,
+    default_optimizer,
+    load_sequence_task,
+    nats_per_step,
+    token_accuracy,
+)
 
 
 def _backend_rows() -> list[tuple[str, str, str, str]]:
@@ -94,6 +106,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a bundled or generated data set, report test scores, save the model."""
     import time
 
+    if args.model in SEQUENCE_MODELS:
+        return cmd_train_sequence(args)
+
     from . import data, optimizers, schedules
     from .backend import use_backend
 
@@ -101,6 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = args.dataset or _default_dataset()
     images = args.model == "cnn"
     try:
+        if name in SEQUENCE_TASKS:
+            raise ValueError(f"{name!r} is a sequence task: train it with --model lstm, gru or "
+                             "transformer.")
         if images and name in ("spiral", "circles", "sine"):
             raise ValueError(f"--model cnn needs an image data set (digits, mnist, "
                              f"fashion-mnist); {name!r} has 2-D points. Use --model mlp.")
@@ -157,6 +175,109 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sequence(args: argparse.Namespace) -> int:
+    """``portanet train --model lstm|gru|transformer``: a task of portanet/sequence_tasks.py."""
+    import json
+    import time
+
+    from .backend import use_backend
+
+    started = time.perf_counter()
+    name = args.dataset or DEFAULT_TASK[args.model]
+    try:
+        if name not in SEQUENCE_TASKS:
+            raise ValueError(f"--model {args.model} trains on a sequence task "
+                             f"({', '.join(SEQUENCE_TASKS)}), received --dataset {name}. Use "
+                             "--model mlp or cnn for it.")
+        task = load_sequence_task(name, seed=args.seed)
+        epochs = args.epochs if args.epochs is not None else EPOCHS.get((args.model, name), 10)
+        lr = args.lr if args.lr is not None else LEARNING_RATES[name]
+        steps = math.ceil((len(task.x) - round(0.1 * len(task.x))) / args.batch_size)
+        with use_backend(args.backend, args.device) as backend:
+            model = build_sequence_model(args.model, task, args.hidden, args.seed,
+                                         default_optimizer(lr, epochs, steps),
+                                         _JIT_CHOICES[args.jit_compile])
+            step = model.engine.executor
+            if not args.quiet:
+                print(f"portanet train: {task.description} ({len(task.x)} training, "
+                      f"{len(task.x_test)} test sequences) on {backend!r}, step: {step}")
+                print(model.summary(input_shape=tuple(task.x.shape[1:])))
+            verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+            model.fit(task.x, task.y, epochs=epochs, batch_size=args.batch_size,
+                      validation_split=0.1, verbose=verbose, seed=args.seed, shuffle="host")
+            loss = model.evaluate(task.x_test, task.y_test)["loss"]
+            accuracy = token_accuracy(model, task.x_test, task.y_test)
+        output = args.output or f"portanet-{name}-{args.model}.safetensors"
+        path = model.save(output)
+        if task.tokenizer is not None:
+            with open(tokenizer_path(path), "w", encoding="utf-8") as f:
+                # the window: generation feeds the context length the model learned
+                json.dump({"tokenizer": task.tokenizer.get_config(),
+                           "window": int(task.x.shape[1])}, f)
+    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
+        print(f"portanet train: error: {err}", file=sys.stderr)
+        return 2
+    what = "next-character accuracy" if name == "text" else (
+        "per-token accuracy" if task.per_token else "test accuracy")
+    shown = nats_per_step(loss) if name == "text" else f"{loss:.4f}"
+    print(f"{what}: {100 * accuracy:.2f}%  test loss: {shown}")
+    print(f"saved the model to {os.path.abspath(path)}  (load it with "
+          f"portanet.load({path!r}))")
+    if task.tokenizer is not None:
+        print(f"write text with it: portanet generate {path}")
+    if not args.quiet:
+        print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def tokenizer_path(model_path: str) -> str:
+    """Where a text model's tokenizer is saved: beside the model, ``<model>.tokenizer.json``."""
+    return f"{model_path}.tokenizer.json"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """``portanet generate MODEL``: continue a prompt with a trained character model."""
+    import json
+
+    from .data import CharTokenizer, generate_text
+    from .io import load
+
+    try:
+        with open(args.tokenizer or tokenizer_path(args.model), encoding="utf-8") as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict) or "tokenizer" not in saved or "window" not in saved:
+            raise ValueError("the tokenizer file is not one portanet train wrote (expected "
+                             "{'tokenizer': ..., 'window': ...}).")
+        tokenizer = CharTokenizer.from_config(saved["tokenizer"])
+        window = saved["window"]
+        model = load(args.model, backend=args.backend, device=args.device)
+        text = generate_text(model, tokenizer, args.prompt, args.length,
+                             temperature=args.temperature, seed=args.seed, window=window)
+    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
+        print(f"portanet generate: error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def add_generate_parser(commands) -> None:
+    gen = commands.add_parser(
+        "generate", help="write text with a character model from portanet train --model lstm",
+        description="Continue a prompt, one character at a time, sampling from the model's "
+                    "softmax with a temperature.")
+    gen.add_argument("model", help="the .safetensors file portanet train saved")
+    gen.add_argument("--prompt", default="The ", help="the start of the text ('The ')")
+    gen.add_argument("--length", type=int, default=300, help="characters to write (300)")
+    gen.add_argument("--temperature", type=float, default=0.8,
+                     help="softmax temperature: lower is safer, 0 is greedy (0.8)")
+    gen.add_argument("--tokenizer", default=None,
+                     help="the tokenizer JSON (default: <model>.tokenizer.json)")
+    gen.add_argument("--backend", default="numpy", help="backend to run on (numpy)")
+    gen.add_argument("--device", default=None, help="device of the backend")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (0)")
+    gen.set_defaults(run=cmd_generate)
+
+
 def add_train_parser(commands) -> None:
     """Register ``portanet train`` and its options."""
     from .data import DATASETS
@@ -166,12 +287,15 @@ def add_train_parser(commands) -> None:
         description="Train a two-layer MLP (or a small CNN) on the 8x8 digits (when scikit-learn "
                     "is installed; else the generated spiral), print per-epoch progress and the "
                     "test score, and save the model.")
-    train.add_argument("--dataset", choices=DATASETS, default=None,
-                       help="data set (default: digits if scikit-learn is installed, else spiral)")
+    train.add_argument("--dataset", choices=(*DATASETS, *SEQUENCE_TASKS), default=None,
+                       help="data set (default: digits if scikit-learn is installed, else "
+                            "spiral; for sequence models: lstm text, gru patterns, "
+                            "transformer reverse)")
     train.add_argument("--data-dir", default=None,
                        help="folder with the IDX files for mnist / fashion-mnist")
-    train.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                       help="mlp: Dense-ReLU-Dense; cnn: two conv+pool blocks (image sets only)")
+    train.add_argument("--model", choices=("mlp", "cnn", *SEQUENCE_MODELS), default="mlp",
+                       help="mlp: Dense-ReLU-Dense; cnn: two conv+pool blocks (image sets "
+                            "only); lstm, gru, transformer: sequence models")
     train.add_argument("--backend", default="numpy",
                        help="numpy, array_api_strict, torch, jax, cupy or auto (default numpy)")
     train.add_argument("--device", default=None, help="device of the backend (e.g. cuda:0)")
@@ -183,7 +307,8 @@ def add_train_parser(commands) -> None:
                        help="learning rate (default 3e-3 for adam)")
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                        help="learning-rate schedule: cosine annealing to 0 (default) or constant")
-    train.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP (128)")
+    train.add_argument("--hidden", type=int, default=128,
+                       help="hidden units of the MLP, LSTM or GRU (128)")
     train.add_argument("--output", default=None,
                        help="where to save (default portanet-<dataset>-<model>.safetensors)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, split, shuffles")
@@ -203,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="backends, devices and versions on this machine")
     info.set_defaults(run=cmd_info)
     add_train_parser(commands)
+    add_generate_parser(commands)
     bench.add_command(commands)
     parity.add_command(commands)
     return parser
