@@ -379,3 +379,15 @@ def test_adapters_that_compile_say_how():
             assert not adapter.compile_by_default
         else:
             assert isinstance(adapter.compiler, str)
+
+
+def test_auto_runs_eagerly_where_a_layer_compiles_badly():
+    """Layer.compiles_well: a recurrent model stays eager under "auto"; True still compiles."""
+    pytest.importorskip("jax")
+    from portanet import layers as L
+
+    with pn.use_backend("jax"):
+        assert pn.Sequential([L.LSTM(2, 3)]).engine.executor == "eager"
+        assert pn.Sequential([L.Bidirectional(L.GRU(2, 3))], jit_compile=True).engine.executor \
+            == "jax.jit"
+        assert pn.Sequential([L.Dense(2, 3)]).engine.executor == "jax.jit"

@@ -72,7 +72,10 @@ class Engine:
 
     @property
     def compiled(self) -> bool:
-        return resolve(self.jit_compile, self._adapter())
+        if self.jit_compile != "auto":
+            return resolve(self.jit_compile, self._adapter())
+        leaves = self.model.named_leaves()
+        return resolve("auto", self._adapter(), all(leaf.compiles_well for _, leaf in leaves))
 
     @property
     def executor(self) -> str:

@@ -35,8 +35,11 @@ def check_jit_compile(value: Any) -> Any:
     return value
 
 
-def resolve(jit_compile: Any, adapter: Adapter) -> bool:
-    """Whether to compile on ``adapter``'s backend (True raises where there is no compiler)."""
+def resolve(jit_compile: Any, adapter: Adapter, compiles_well: bool = True) -> bool:
+    """Whether to compile on ``adapter``'s backend (True raises where there is no compiler).
+
+    ``compiles_well`` (False when a layer of the model says compiling it measures slower,
+    ``Layer.compiles_well``) turns "auto" to eager; an explicit True still compiles."""
     if jit_compile is True:
         if adapter.compiler is None:
             raise ValueError(
@@ -47,7 +50,7 @@ def resolve(jit_compile: Any, adapter: Adapter) -> bool:
         return True
     if jit_compile is False:
         return False
-    return adapter.compiler is not None and adapter.compile_by_default
+    return adapter.compiler is not None and adapter.compile_by_default and compiles_well
 
 
 def signature(args: Any) -> tuple:

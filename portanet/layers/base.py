@@ -89,6 +89,12 @@ class Layer:
     """True if :meth:`compute_mask` can make a mask from no mask (``Embedding(mask_zero=True)``,
     ``Masking``); a Chain asks a layer for its output mask only when there is a mask already or
     the layer creates one, so mask-free models pay nothing."""
+    compiles_well: ClassVar[bool] = True
+    """False if a model with this layer measures slower compiled than eager, so that
+    ``jit_compile="auto"`` runs it eagerly (``True`` still compiles). The recurrent layers say
+    so: their Python loop over time unrolls into one large program (LSTM training step, batch
+    64, 50 steps, 64->128, 2 CPU cores: 88 ms under jax.jit after 30 s of compiling, 55 ms
+    eager)."""
     integer_input: ClassVar[bool] = False
     """True if the layer takes integer ids (Embedding): a model starting with it keeps integer
     inputs as int64 instead of casting them to its float dtype."""

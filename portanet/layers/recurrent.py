@@ -109,6 +109,7 @@ class Recurrent(Layer):
       ``initial_state``.
     """
 
+    compiles_well = False  # the unrolled time loop: slower under jax.jit (Layer.compiles_well)
     gates: ClassVar[int] = 1
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     torch_module: ClassVar[str] = "RNN"
