@@ -9,8 +9,10 @@ import platform
 import sys
 
 from . import __version__, bench, parity
-from .backend import BACKEND_NAMES, get_backend
+from .backend import BACKEND_NAMES, get_backend, use_backend
 from .backends import ADAPTERS
+from .data import CharTokenizer, generate_text
+from .io import load
 from .sequence_tasks import (
     DEFAULT_TASK,
     EPOCHS,
@@ -110,7 +112,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_train_sequence(args)
 
     from . import data, optimizers, schedules
-    from .backend import use_backend
 
     started = time.perf_counter()
     name = args.dataset or _default_dataset()
@@ -180,8 +181,6 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from .backend import use_backend
-
     started = time.perf_counter()
     name = args.dataset or DEFAULT_TASK[args.model]
     try:
@@ -238,9 +237,6 @@ def tokenizer_path(model_path: str) -> str:
 def cmd_generate(args: argparse.Namespace) -> int:
     """``portanet generate MODEL``: continue a prompt with a trained character model."""
     import json
-
-    from .data import CharTokenizer, generate_text
-    from .io import load
 
     try:
         with open(args.tokenizer or tokenizer_path(args.model), encoding="utf-8") as f:

@@ -401,8 +401,10 @@ def _describe(layer: Layer) -> str:
         return f"{layer.name} ({kind})"
     if hasattr(layer, "in_features"):
         act = getattr(layer, "activation", None)
-        return f"Dense({layer.in_features} -> {layer.out_features}" + \
+        return f"{kind}({layer.in_features} -> {layer.out_features}" + \
             (f", {act.name})" if act is not None else ")")
+    if hasattr(layer, "hidden_size") and hasattr(layer, "input_size"):
+        return f"{kind}({layer.input_size} -> {layer.hidden_size})"
     if hasattr(layer, "in_channels"):
         k = layer.kernel_size
         return f"Conv2D({layer.in_channels} -> {layer.out_channels}, {k[0]}x{k[1]})"

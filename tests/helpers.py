@@ -14,6 +14,7 @@ from typing import Any
 
 import array_api_compat as compat
 import numpy as np
+import pytest
 from array_api_extra.testing import assert_close
 
 RTOL = {"float64": 1e-10, "float32": 1e-5}
@@ -107,3 +108,27 @@ def assert_parameter_gradients(grads: dict, params: dict, set_parameter: Callabl
         set_parameter(name, p0)
         err = relative_error(grads[name], numeric)
         assert err < tol, f"gradient of {name!r}: relative error {err:.2e}"
+
+
+def rand(*shape, seed=0, scale=1.0):
+    """Standard normal draws of ``shape`` (times ``scale``), float64, from ``seed``."""
+    return np.random.default_rng(seed).normal(size=shape) * scale
+
+
+def round_to(a, dtype):
+    """The values a backend sees after casting to ``dtype``, as float64 (for the reference)."""
+    return np.asarray(a).astype(dtype).astype(np.float64)
+
+
+def set_params(layer, values, case, dtype):
+    """Install NumPy ``values`` (dotted name -> array) as ``layer``'s parameters on ``case``."""
+    layer.set_named_parameters({k: case.asarray(v, dtype) for k, v in values.items()})
+
+
+def torch_run(fn, inputs, r):
+    """Run ``fn(*tensors)`` in torch float64 with autograd; return y and the grads of sum(y*r)."""
+    torch = pytest.importorskip("torch")
+    ts = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
+    y = fn(*ts)
+    (y * torch.tensor(r, dtype=torch.float64)).sum().backward()
+    return y.detach().numpy(), [t.grad.numpy() for t in ts]

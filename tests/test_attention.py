@@ -20,7 +20,9 @@ from helpers import (
     assert_on_backend,
     assert_parameter_gradients,
     numerical_gradient,
+    rand,
     relative_error,
+    round_to,
 )
 
 import portanet as pn
@@ -42,15 +44,6 @@ N, T, E, H, FF = 2, 3, 4, 2, 8
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def rand(*shape, seed=0, scale=1.0):
-    return np.random.default_rng(seed).normal(size=shape) * scale
-
-
-def round_to(a, dtype):
-    """The values a backend sees after casting to ``dtype``, as float64 (for the reference)."""
-    return np.asarray(a).astype(dtype).astype(np.float64)
-
-
 def lengths_mask(lengths, t=T):
     return np.arange(t)[None, :] < np.asarray(lengths)[:, None]
 

@@ -19,7 +19,11 @@ from helpers import (
     assert_on_backend,
     assert_parameter_gradients,
     numerical_gradient,
+    rand,
     relative_error,
+    round_to,
+    set_params,
+    torch_run,
 )
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -60,28 +64,6 @@ def check_gradients(layer, x_np, case, training=False, reset=None, seed=1):
     assert_parameter_gradients(
         grads, params, lambda name, p: layer.set_named_parameters({name: case.asarray(p)}),
         lambda: loss_of_x(x_np), FD_TOL)
-
-
-def rand(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape)
-
-
-def set_params(layer, values, case, dtype):
-    layer.set_named_parameters({k: case.asarray(v, dtype) for k, v in values.items()})
-
-
-def round_to(a, dtype):
-    """The values a backend sees after casting to ``dtype``, as float64 (for the reference)."""
-    return np.asarray(a).astype(dtype).astype(np.float64)
-
-
-def torch_run(fn, inputs, r):
-    """Run ``fn(*tensors)`` in torch float64 with autograd; return y and the grads of sum(y*r)."""
-    torch = pytest.importorskip("torch")
-    ts = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
-    y = fn(*ts)
-    (y * torch.tensor(r, dtype=torch.float64)).sum().backward()
-    return y.detach().numpy(), [t.grad.numpy() for t in ts]
 
 
 # ---------------------------------------------------------------------------------------------

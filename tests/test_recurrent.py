@@ -21,6 +21,7 @@ from helpers import (
     assert_on_backend,
     assert_parameter_gradients,
     numerical_gradient,
+    rand,
     relative_error,
 )
 
@@ -43,10 +44,6 @@ KINDS = {
     "gru": (GRU, "GRU", {}, {}),
 }
 N, T, F, H = 2, 4, 3, 3
-
-
-def rand(*shape, seed=0, scale=1.0):
-    return scale * np.random.default_rng(seed).normal(size=shape)
 
 
 def n_states(kind):

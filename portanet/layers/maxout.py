@@ -30,15 +30,16 @@ from typing import Any
 
 import array_api_compat as compat
 
-from .. import initializers, regularizers
+from .. import regularizers
 from .._typing import Array, Shape
-from .base import Layer, _positive_int, register
+from ._weighted import WeightedLayer
+from .base import _positive_int, register
 
 __all__ = ["Maxout"]
 
 
 @register
-class Maxout(Layer):
+class Maxout(WeightedLayer):
     """A maxout layer: y_j = max over p of (x @ W + b)[j * pieces + p].
 
     Formula: z = x @ W + b;  y = max(reshape(z, (..., out, pieces)), axis=-1);
@@ -78,12 +79,9 @@ class Maxout(Layer):
         self.in_features = _positive_int(in_features, "in_features", "Maxout")
         self.out_features = _positive_int(out_features, "out_features", "Maxout")
         self.pieces = _positive_int(pieces, "pieces", "Maxout")
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.regularizers = {"kernel": regularizers.get(kernel_regularizer)}
-        if self.use_bias:
-            self.regularizers["bias"] = regularizers.get(bias_regularizer)
+        # the max over pieces is the nonlinearity: no activation after the affine map
+        self._set_weights(None, use_bias, kernel_initializer, bias_initializer,
+                          kernel_regularizer, bias_regularizer)
 
     def parameter_specs(self):
         width = self.out_features * self.pieces
