@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             steps = max(1, epochs * math.ceil((len(x_train) - round(0.1 * len(x_train)))
                                               / args.batch_size))
             lr = schedules.CosineAnnealing(lr, steps)
-        with use_backend(args.backend, args.device) as backend:
+        with use_backend(*_chosen_backend(args)) as backend:
             optimizer = optimizers.get(args.optimizer, learning_rate=lr)
             model = _build_model(args.model, dataset, args.hidden, optimizer, args.seed,
                                  _JIT_CHOICES[args.jit_compile])
@@ -192,7 +192,7 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
         epochs = args.epochs if args.epochs is not None else EPOCHS.get((args.model, name), 10)
         lr = args.lr if args.lr is not None else LEARNING_RATES[name]
         steps = math.ceil((len(task.x) - round(0.1 * len(task.x))) / args.batch_size)
-        with use_backend(args.backend, args.device) as backend:
+        with use_backend(*_chosen_backend(args)) as backend:
             model = build_sequence_model(args.model, task, args.hidden, args.seed,
                                          default_optimizer(lr, epochs, steps),
                                          _JIT_CHOICES[args.jit_compile])
@@ -246,7 +246,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              "{'tokenizer': ..., 'window': ...}).")
         tokenizer = CharTokenizer.from_config(saved["tokenizer"])
         window = saved["window"]
-        model = load(args.model, backend=args.backend, device=args.device)
+        backend, device = _chosen_backend(args)
+        model = load(args.model, backend=backend, device=device)
         text = generate_text(model, tokenizer, args.prompt, args.length,
                              temperature=args.temperature, seed=args.seed, window=window)
     except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
@@ -263,15 +264,38 @@ def add_generate_parser(commands) -> None:
                     "softmax with a temperature.")
     gen.add_argument("model", help="the .safetensors file portanet train saved")
     gen.add_argument("--prompt", default="The ", help="the start of the text ('The ')")
-    gen.add_argument("--length", type=int, default=300, help="characters to write (300)")
+    gen.add_argument("--length", type=_count(0), default=300, help="characters to write (300)")
     gen.add_argument("--temperature", type=float, default=0.8,
                      help="softmax temperature: lower is safer, 0 is greedy (0.8)")
     gen.add_argument("--tokenizer", default=None,
                      help="the tokenizer JSON (default: <model>.tokenizer.json)")
-    gen.add_argument("--backend", default="numpy", help="backend to run on (numpy)")
+    gen.add_argument("--backend", default=None,
+                     help="backend to run on (default: PORTANET_BACKEND, else numpy)")
     gen.add_argument("--device", default=None, help="device of the backend")
     gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (0)")
     gen.set_defaults(run=cmd_generate)
+
+
+def _count(minimum: int):
+    """An argparse type: an int >= ``minimum`` (argparse prints one line and exits 2 if not)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, received {value}")
+        return value
+
+    return parse
+
+
+def _chosen_backend(args: argparse.Namespace) -> tuple[str, str | None]:
+    """--backend/--device, else PORTANET_BACKEND/PORTANET_DEVICE, else numpy on its device."""
+    if args.backend is not None:
+        return args.backend, args.device
+    name = os.environ.get("PORTANET_BACKEND") or "numpy"
+    return name, args.device or os.environ.get("PORTANET_DEVICE") or None
 
 
 def add_train_parser(commands) -> None:
@@ -292,18 +316,19 @@ def add_train_parser(commands) -> None:
     train.add_argument("--model", choices=("mlp", "cnn", *SEQUENCE_MODELS), default="mlp",
                        help="mlp: Dense-ReLU-Dense; cnn: two conv+pool blocks (image sets "
                             "only); lstm, gru, transformer: sequence models")
-    train.add_argument("--backend", default="numpy",
-                       help="numpy, array_api_strict, torch, jax, cupy or auto (default numpy)")
+    train.add_argument("--backend", default=None,
+                       help="numpy, array_api_strict, torch, jax, cupy or auto (default: "
+                            "PORTANET_BACKEND, else numpy)")
     train.add_argument("--device", default=None, help="device of the backend (e.g. cuda:0)")
-    train.add_argument("--epochs", type=int, default=None,
+    train.add_argument("--epochs", type=_count(1), default=None,
                        help="epochs (default depends on data set and model, e.g. 20)")
-    train.add_argument("--batch-size", type=int, default=32, help="samples per step (32)")
+    train.add_argument("--batch-size", type=_count(1), default=32, help="samples per step (32)")
     train.add_argument("--optimizer", default="adam", help="adam, sgd, momentum, rmsprop, ...")
     train.add_argument("--lr", type=float, default=None,
                        help="learning rate (default 3e-3 for adam)")
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                        help="learning-rate schedule: cosine annealing to 0 (default) or constant")
-    train.add_argument("--hidden", type=int, default=128,
+    train.add_argument("--hidden", type=_count(1), default=128,
                        help="hidden units of the MLP, LSTM or GRU (128)")
     train.add_argument("--output", default=None,
                        help="where to save (default portanet-<dataset>-<model>.safetensors)")

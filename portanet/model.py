@@ -211,7 +211,13 @@ class Sequential(Chain):
 
     def predict(self, x: Array, batch_size: int | None = None) -> Array:
         """The outputs for ``x`` in evaluation mode, in batches of ``batch_size`` (all at once
-        when None). Returns an array on the model's device."""
+        when None). Returns an array on the model's device.
+
+        Host data (a NumPy array or nested lists) is converted as ``fit`` converts it: onto the
+        model's device, in its dtype (token ids stay int64). An array of another backend or
+        device is refused, never moved silently."""
+        if not compat.is_array_api_obj(x) or compat.is_numpy_array(x):
+            x = training.to_model(self, x, "x")
         self._check_input(x)
         n = x.shape[0]
         if batch_size is None or batch_size >= n:

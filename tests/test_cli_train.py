@@ -142,3 +142,24 @@ def test_jit_compile_on_jax(tmp_path, capsys):
         assert rc == 0 and f"step: {'jax.jit' if flag == 'on' else 'eager'}" in out
         scores[flag] = float(out.split("test loss: ")[1].split()[0])
     assert abs(scores["on"] - scores["off"]) <= 1e-4  # printed with 4 decimals
+
+
+def test_backend_from_the_environment(monkeypatch, tmp_path, capsys):
+    """README's ``PORTANET_BACKEND=... portanet train``: the environment picks the backend when
+    --backend is not given; --backend overrides it."""
+    monkeypatch.setenv("PORTANET_BACKEND", "array_api_strict")
+    monkeypatch.setenv("PORTANET_DEVICE", "device1")
+    out = str(tmp_path / "m.safetensors")
+    assert main(["train", "--dataset", "spiral", "--epochs", "1", "--output", out]) == 0
+    assert "Backend(name='array_api_strict', device='device1')" in capsys.readouterr().out
+    assert main(["train", "--dataset", "spiral", "--epochs", "1", "--backend", "numpy",
+                 "--output", out]) == 0
+    assert "Backend(name='numpy'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--epochs", "--hidden"])
+def test_counts_below_one_get_one_line_and_status_2(option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", option, "0"])
+    assert exit_.value.code == 2
+    assert f"argument {option}: must be at least 1, received 0" in capsys.readouterr().err

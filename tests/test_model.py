@@ -371,11 +371,15 @@ def test_bad_construction_and_input(backend):
     with pytest.raises(TypeError, match="dtype must be one of"):
         Sequential([L.Dense(2, 2)], dtype="int32")
     model = Sequential([L.Dense(2, 2)], seed=0)
-    other = "numpy" if backend.name != "numpy" else "array_api_strict"
+    # another backend's device array (a NumPy array would be host data, converted like fit)
+    other = "array_api_strict" if backend.name != "array_api_strict" else "torch"
+    if other == "torch":
+        pytest.importorskip("torch")
     with pytest.raises(MixedArraysError, match="different backends"):
         model.predict(pn.asarray(np.zeros((1, 2)), dtype="float32", backend=other))
-    with pytest.raises(TypeError, match="received input of dtype float64"):
-        model.predict(backend.asarray(np.zeros((1, 2)), "float64"))
+    if backend.name != "numpy":  # (a NumPy array is host data: predict converts it, as fit)
+        with pytest.raises(TypeError, match="received input of dtype float64"):
+            model.predict(backend.asarray(np.zeros((1, 2)), "float64"))
 
 
 def test_to_moves_everything(backend):
@@ -416,3 +420,20 @@ def test_delegating_methods(monkeypatch, backend):
     assert [c[0] for c in calls] == ["fit", "evaluate", "predict_proba", "predict_classes",
                                      "save", "save_weights", "load_weights"]
     assert calls[0][1] is model and calls[0][2] == {"epochs": 3}
+
+
+def test_predict_converts_host_data_like_fit(backend):
+    """Host float64 arrays and lists go onto the model's device in its dtype, as in fit; an
+    array of another backend is refused, not moved."""
+    model = Sequential([L.Dense(2, 1)], seed=0)
+    host = np.asarray([[1.0, 2.0], [3.0, 4.0]])  # float64 on the host
+    expected = backend.to_numpy(model.predict(backend.asarray(host, "float32")))
+    for x in (host, host.tolist()):
+        y = model.predict(x)
+        assert_on_backend(y, backend, "float32")
+        np.testing.assert_array_equal(backend.to_numpy(y), expected)
+    if backend.name != "numpy":
+        return
+    torch = pytest.importorskip("torch")
+    with pytest.raises(pn.MixedArraysError):
+        model.predict(torch.ones((2, 2)))
