@@ -27,11 +27,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import array_api_compat as compat
 
 from . import data, layers, optimizers, schedules
-from .devices import to_backend, to_numpy
+from ._typing import Array
 from .model import Sequential
+from .training import to_model
 
 __all__ = ["SEQUENCE_MODELS", "SEQUENCE_TASKS", "SequenceTask", "build_sequence_model",
            "load_sequence_task", "token_accuracy"]
@@ -47,14 +48,14 @@ LEARNING_RATES = {"text": 1e-2, "patterns": 3e-3, "reverse": 3e-3}  # Adam, cosi
 @dataclass
 class SequenceTask:
     """A sequence data set split for training: ids in, class ids (per sequence or per step)
-    out."""
+    out. The four arrays are NumPy arrays on the host; ``fit`` moves them once."""
 
     name: str
     description: str
-    x: np.ndarray
-    y: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x: Array
+    y: Array
+    x_test: Array
+    y_test: Array
     vocab_size: int      # input ids are in [0, vocab_size); 0 is padding
     num_classes: int     # output classes (the vocabulary again for per-token tasks)
     per_token: bool      # one answer per time step (True) or per sequence
@@ -122,15 +123,13 @@ def default_optimizer(lr: float, epochs: int, steps_per_epoch: int) -> optimizer
     return optimizers.Adam(schedule, global_clip_norm=1.0)
 
 
-def token_accuracy(model: Sequential, x: Any, y: np.ndarray, batch_size: int = 256) -> float:
-    """The fraction of answers (per step or per sequence) whose argmax is the target."""
-    scores = to_numpy(model.predict(model_input(model, x), batch_size=batch_size))
-    return float(np.mean(np.argmax(scores, axis=-1) == np.asarray(y)))
-
-
-def model_input(model: Sequential, x: Any) -> Any:
-    """Host ids onto the model's backend and device, as int64."""
-    return to_backend(np.asarray(x, dtype=np.int64), model.backend.name, model.backend.device)
+def token_accuracy(model: Sequential, x: Any, y: Any, batch_size: int = 256) -> float:
+    """The fraction of answers (per step or per sequence) whose argmax is the target, computed
+    on the model's device; one number comes back to the host."""
+    scores = model.predict(x, batch_size=batch_size)  # host ids are converted like fit's
+    xp = compat.array_namespace(scores)
+    right = xp.argmax(scores, axis=-1) == to_model(model, y, "y", role="y")
+    return float(xp.mean(xp.astype(right, scores.dtype)))
 
 
 def nats_per_step(loss: float) -> str:
