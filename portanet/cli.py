@@ -238,12 +238,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """``portanet generate MODEL``: continue a prompt with a trained character model."""
     import json
 
+    where = args.tokenizer or tokenizer_path(args.model)
     try:
-        with open(args.tokenizer or tokenizer_path(args.model), encoding="utf-8") as f:
+        if not os.path.exists(where):
+            raise FileNotFoundError(
+                f"no tokenizer at {where}: generate needs the one portanet train saved beside a "
+                "text model (train one with: portanet train --model lstm), or pass --tokenizer.")
+        with open(where, encoding="utf-8") as f:
             saved = json.load(f)
         if not isinstance(saved, dict) or "tokenizer" not in saved or "window" not in saved:
-            raise ValueError("the tokenizer file is not one portanet train wrote (expected "
-                             "{'tokenizer': ..., 'window': ...}).")
+            keys = sorted(saved) if isinstance(saved, dict) else "no keys"
+            raise ValueError(f"{where} is not a tokenizer file portanet train wrote: expected "
+                             "a JSON object with 'tokenizer' and 'window', received a "
+                             f"{type(saved).__name__} ({keys}).")
         tokenizer = CharTokenizer.from_config(saved["tokenizer"])
         window = saved["window"]
         backend, device = _chosen_backend(args)

@@ -77,4 +77,9 @@ def test_cli_refuses_mismatched_model_and_task(argv, message, capsys):
 
 def test_generate_without_a_tokenizer_says_so(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "missing.safetensors")]) == 2
-    assert "portanet generate: error:" in capsys.readouterr().err
+    assert "no tokenizer at" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["generate", str(tmp_path / "m.safetensors"), "--tokenizer", str(bad)]) == 2
+    assert "expected a JSON object with 'tokenizer' and 'window', received a list" in \
+        capsys.readouterr().err

@@ -64,6 +64,7 @@ class Engine:
         self._forward = None
         self._produced: TrainState | None = None
         self._frozen_at = Layer.trainable_version
+        self._compiles_well: bool | None = None
 
     # -- what it runs ------------------------------------------------------------------------
     def _adapter(self):
@@ -74,8 +75,9 @@ class Engine:
     def compiled(self) -> bool:
         if self.jit_compile != "auto":
             return resolve(self.jit_compile, self._adapter())
-        leaves = self.model.named_leaves()
-        return resolve("auto", self._adapter(), all(leaf.compiles_well for _, leaf in leaves))
+        if self._compiles_well is None:  # a property of the structure: once per reset
+            self._compiles_well = all(leaf.compiles_well for _, leaf in self.model.named_leaves())
+        return resolve("auto", self._adapter(), self._compiles_well)
 
     @property
     def executor(self) -> str:
