@@ -6,7 +6,9 @@ array, and most allocate one. Some libraries have one call for the whole express
 ``threshold_backward`` and ``Tensor.add_(d, alpha=)``, which the hand-written PyTorch baseline
 runs through autograd and ``torch.optim``). An adapter that has such a kernel names it
 (``backends/_adapter.py``); each function here calls it there and runs the portable form,
-written out below as the reference, everywhere else.
+written out below as the reference, everywhere else. The kernel is found by its name, so a name
+outside the contract (a misspelling) is refused when this module is imported
+(:func:`check_adapter`) rather than left unused.
 
 The two forms compute the same formula. ReLU's agree bit for bit; ``add_`` rounds
 ``p + alpha * d`` once (a fused multiply-add) where the portable form rounds twice, so they may
@@ -29,15 +31,51 @@ and the softmax cross-entropy with fancy indexing instead of a one-hot (40 vs 62
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 
 import array_api_compat as compat
 
 from ._typing import Array
 from .backend import adapter_of
+from .backends import ADAPTERS, Adapter
 
 KERNELS = ("relu", "relu_backward", "add_scaled_", "softmax_cross_entropy")
 """The kernels an adapter may provide (attributes of ``backends/_adapter.py``'s Adapter)."""
+
+
+def check_adapter(adapter: type[Adapter]) -> None:
+    """Refuse an adapter class that defines a public name the Adapter contract does not have.
+
+    The functions below find a kernel by its name (``adapter.relu_backward``), so a kernel
+    defined under another name (``relu_backwards``) would never be called: the portable form
+    would run instead, correct and slower, and nothing would say so. Every public attribute an
+    adapter defines must therefore be one that ``Adapter`` declares; helpers of its own take a
+    leading underscore. Run on every registered adapter when this module is imported.
+
+    Raises:
+        TypeError: naming the attribute, the closest name of the contract and the kernels.
+    """
+    contract = {n for n in dir(Adapter) if not n.startswith("_")}
+    contract |= set(inspect.get_annotations(Adapter))  # declared without a default (name)
+    for cls in adapter.__mro__:
+        if not issubclass(cls, Adapter) or cls is Adapter:
+            continue
+        for name in vars(cls):
+            if name.startswith("_") or name in contract:
+                continue
+            close = difflib.get_close_matches(name, sorted(contract), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"{cls.__name__} ({cls.__module__}) defines {name!r}, which is not a name of the "
+                f"Adapter contract (portanet/backends/_adapter.py), so nothing would call it.{hint}"
+                f" Fused kernels are named {', '.join(KERNELS)}; a helper of the adapter's own "
+                "takes a leading underscore.")
+
+
+for _adapter in ADAPTERS.values():  # a misspelled kernel fails at import, not silently
+    check_adapter(type(_adapter))
 
 
 def relu(x: Array) -> Array:

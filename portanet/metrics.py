@@ -3,9 +3,10 @@
 Two kinds, by where they run:
 
 * **On the device** (array API code, any backend): accuracy, top-k accuracy, the confusion
-  matrix, precision / recall / F1 (binary, macro, micro, weighted, per class), MAE, MSE, RMSE,
-  R^2 and accuracy-within-a-tolerance. They return 0-d float64 arrays on the inputs' device, so
-  a training loop can gather several and read them to the host in one transfer.
+  matrix, precision / recall / F1 (binary by default, as in scikit-learn; macro, micro,
+  weighted, per class), MAE, MSE, RMSE, R^2 and accuracy-within-a-tolerance. They return 0-d
+  float64 arrays on the inputs' device, so a training loop can gather several and read them to
+  the host in one transfer.
   Where the number of classes is not given it is read once (``max(label) + 1``).
 * **On the host**: the precision-recall curve, average precision, the ROC curve and its AUC.
   Their output length depends on the data (one point per distinct score), which devices avoid,
@@ -30,6 +31,13 @@ Examples:
     [[1, 0, 0], [0, 0, 1], [0, 0, 2]]
     >>> round(float(metrics.f1_score(y_true, y_pred, average="macro")), 4)
     0.6
+
+    By default precision, recall and F1 are those of class 1 of two (scikit-learn's
+    ``average="binary"``, ``pos_label=1``); more than two classes need an average:
+
+    >>> t, p = np.array([0, 0, 1, 1, 1, 1]), np.array([0, 1, 1, 1, 1, 0])
+    >>> float(metrics.f1_score(t, p)), float(metrics.f1_score(t, p, average="macro"))
+    (0.75, 0.625)
 """
 
 from __future__ import annotations
@@ -249,39 +257,29 @@ def _ratio(xp: Namespace, num: Array, den: Array, zero_division: float) -> Array
     return xp.where(den == 0.0, zero_division, num / safe)
 
 
-def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro",
-                        num_classes: int | None = None, pos_label: int = 1,
-                        zero_division: float = 0.0, threshold: float = 0.5,
-                        check_range: bool = True) -> tuple[Array, Array, Array]:
-    """Precision, recall and F1 from one confusion matrix.
-
-    For class c with tp_c true positives, P_c samples predicted as c and S_c samples of class c
-    (its support):
-
-        precision_c = tp_c / P_c       recall_c = tp_c / S_c
-        F1_c = 2 precision_c recall_c / (precision_c + recall_c) = 2 tp_c / (P_c + S_c)
-
-    Averages: "binary" (class ``pos_label`` only), "macro" (unweighted mean over the classes
-    present in y_true or y_pred), "weighted" (mean weighted by support), "micro" (from the
-    summed counts: sum tp / sum P, which equals accuracy for single-label data), None (per
-    class, an array of length C).
-
-    ``check_range`` reads the label range once to refuse labels outside [0, C); ``evaluate``
-    turns it off (with ``num_classes`` given, nothing is read) because ``fit`` checked the
-    targets once before training and argmax predictions are in range by construction.
-
-    Returns:
-        (precision, recall, f1): 0-d float64 arrays (or (C,) arrays for average=None).
-    """
-    if average not in AVERAGES:
-        raise ValueError(f"average must be one of {AVERAGES}, received {average!r}.")
+def _labels_and_classes(y_true: Any, y_pred: Any, num_classes: int | None,
+                        threshold: float) -> tuple[Namespace, Array, Array, int]:
+    """(xp, true labels, predicted labels, C) for the metrics of a confusion matrix."""
     xp, y_true, y_pred = _pair(y_true, y_pred)
     true, pred = _true_labels(xp, y_true), _to_labels(xp, y_pred, threshold)
-    c = _num_classes(xp, true, pred, num_classes, y_pred)
+    return xp, true, pred, _num_classes(xp, true, pred, num_classes, y_pred)
+
+
+def _check_average(average: str | None) -> None:
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, received {average!r}.")
+
+
+def _precision_recall_f1(xp: Namespace, true: Array, pred: Array, c: int, average: str | None,
+                         pos_label: int, zero_division: float,
+                         check_range: bool) -> tuple[Array, Array, Array]:
+    """:func:`precision_recall_f1` on labels, with C already known."""
     if average == "binary":
         if c > 2:
-            raise ValueError(f"average='binary' is for two classes, but the labels have {c}. "
-                             "Use average='macro', 'micro', 'weighted' or None.")
+            # scikit-learn's words, so that a search for either library's message finds both
+            raise ValueError(f"Target is multiclass ({c} classes) but average='binary'. Please "
+                             "choose another average setting, one of [None, 'micro', 'macro', "
+                             "'weighted'].")
         if pos_label not in (0, 1):
             raise ValueError(f"pos_label must be 0 or 1 for binary labels, received "
                              f"{pos_label!r}.")
@@ -310,18 +308,66 @@ def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro",
     return tuple(xp.sum(m * weights) for m in (precision, recall, f1))
 
 
-def precision_score(y_true: Any, y_pred: Any, average: str | None = "macro", **kw: Any) -> Array:
-    """Precision tp / (tp + fp): of the samples predicted as a class, the fraction that are."""
+def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "binary",
+                        num_classes: int | None = None, pos_label: int = 1,
+                        zero_division: float = 0.0, threshold: float = 0.5,
+                        check_range: bool = True) -> tuple[Array, Array, Array]:
+    """Precision, recall and F1 from one confusion matrix.
+
+    For class c with tp_c true positives, P_c samples predicted as c and S_c samples of class c
+    (its support):
+
+        precision_c = tp_c / P_c       recall_c = tp_c / S_c
+        F1_c = 2 precision_c recall_c / (precision_c + recall_c) = 2 tp_c / (P_c + S_c)
+
+    Averages: "binary" (the default, as in scikit-learn's ``precision_score``/``recall_score``/
+    ``f1_score``: class ``pos_label`` only; labels in {0, 1}, and more than two classes raise
+    ValueError), "macro" (unweighted mean over the classes present in y_true or y_pred),
+    "weighted" (mean weighted by support), "micro" (from the summed counts: sum tp / sum P,
+    which equals accuracy for single-label data), None (per class, an array of length C;
+    the default of scikit-learn's ``precision_recall_fscore_support``).
+
+    ``check_range`` reads the label range once to refuse labels outside [0, C); ``evaluate``
+    turns it off (with ``num_classes`` given, nothing is read) because ``fit`` checked the
+    targets once before training and argmax predictions are in range by construction.
+
+    Returns:
+        (precision, recall, f1): 0-d float64 arrays (or (C,) arrays for average=None).
+
+    Examples:
+        >>> import numpy as np
+        >>> t, p = np.array([0, 0, 1, 1, 1, 1]), np.array([0, 1, 1, 1, 1, 0])
+        >>> [float(m) for m in precision_recall_f1(t, p)]  # class 1: 3 of 4 found, 3 of 4 right
+        [0.75, 0.75, 0.75]
+    """
+    _check_average(average)
+    xp, true, pred, c = _labels_and_classes(y_true, y_pred, num_classes, threshold)
+    return _precision_recall_f1(xp, true, pred, c, average, pos_label, zero_division,
+                                check_range)
+
+
+def precision_score(y_true: Any, y_pred: Any, average: str | None = "binary",
+                    **kw: Any) -> Array:
+    """Precision tp / (tp + fp): of the samples predicted as a class, the fraction that are.
+
+    ``average`` as in :func:`precision_recall_f1` ("binary" by default: class 1 of two).
+    """
     return precision_recall_f1(y_true, y_pred, average, **kw)[0]
 
 
-def recall_score(y_true: Any, y_pred: Any, average: str | None = "macro", **kw: Any) -> Array:
-    """Recall tp / (tp + fn): of the samples of a class, the fraction found."""
+def recall_score(y_true: Any, y_pred: Any, average: str | None = "binary", **kw: Any) -> Array:
+    """Recall tp / (tp + fn): of the samples of a class, the fraction found.
+
+    ``average`` as in :func:`precision_recall_f1` ("binary" by default: class 1 of two).
+    """
     return precision_recall_f1(y_true, y_pred, average, **kw)[1]
 
 
-def f1_score(y_true: Any, y_pred: Any, average: str | None = "macro", **kw: Any) -> Array:
-    """F1 = 2 tp / (2 tp + fp + fn), the harmonic mean of precision and recall."""
+def f1_score(y_true: Any, y_pred: Any, average: str | None = "binary", **kw: Any) -> Array:
+    """F1 = 2 tp / (2 tp + fp + fn), the harmonic mean of precision and recall.
+
+    ``average`` as in :func:`precision_recall_f1` ("binary" by default: class 1 of two).
+    """
     return precision_recall_f1(y_true, y_pred, average, **kw)[2]
 
 
@@ -438,6 +484,9 @@ def precision_recall_curve(y_true: Any, y_score: Any, pos_label: int = 1):
 
 def _one_vs_rest(y_true: Any, y_score: Any, binary: Callable, average: str | None) -> float:
     """Average a binary ranking metric over classes, each class against all others."""
+    if average not in ("macro", "weighted"):  # before any work
+        raise ValueError(f"multiclass average must be 'macro' or 'weighted', received "
+                         f"{average!r}.")
     _, y_true, y_score = _pair(y_true, y_score)
     t, s = to_numpy(y_true), to_numpy(y_score)
     xp = compat.array_namespace(s)
@@ -449,9 +498,6 @@ def _one_vs_rest(y_true: Any, y_score: Any, binary: Callable, average: str | Non
             continue  # a class absent from y_true has no defined curve
         scores.append(binary(labels, s[:, c], c))
         weights.append(count)
-    if average not in ("macro", "weighted"):
-        raise ValueError(f"multiclass average must be 'macro' or 'weighted', received "
-                         f"{average!r}.")
     if average == "macro":
         return sum(scores) / len(scores)
     return sum(v * w for v, w in zip(scores, weights, strict=True)) / sum(weights)
@@ -601,10 +647,31 @@ class Metric:
         return self.fn(y_true, y_pred)
 
 
+_BINARY_OR_MACRO = "binary-or-macro"  # what the bare names "precision", "recall", "f1" mean
+
+
 def _named(name: str, average: str, which: int) -> Metric:
+    """The named precision (which=0), recall (1) or F1 (2) with this average.
+
+    The bare names ("f1") take the average from the class count: "binary" (class 1) for two
+    classes, as scikit-learn's default, and "macro" for more, where scikit-learn would refuse
+    ``average='binary'``: so ``fit(metrics=["f1"])`` works on any classifier and never gives
+    another number than scikit-learn where scikit-learn gives one. "f1_binary" insists on two.
+    The class count is ``num_classes`` (``evaluate`` passes the model's output width), else
+    max label + 1.
+    """
+
     def fn(t: Any, p: Any, num_classes: int | None = None) -> Array:
-        return precision_recall_f1(t, p, average, num_classes=num_classes,
-                                   check_range=num_classes is None)[which]
+        xp, true, pred, c = _labels_and_classes(t, p, num_classes, 0.5)
+        chosen = ("binary" if c <= 2 else "macro") if average == _BINARY_OR_MACRO else average
+        if chosen == "binary" and c > 2:  # a name has no average to change: name the fix
+            base = name.split("_")[0]
+            raise ValueError(f"metric {name!r} is for two classes, but there are {c}. Use "
+                             f"{base + '_macro'!r}, {base + '_micro'!r} or "
+                             f"{base + '_weighted'!r} (or {base!r}: binary for two classes, "
+                             "macro for more).")
+        return _precision_recall_f1(xp, true, pred, c, chosen, pos_label=1, zero_division=0.0,
+                                    check_range=num_classes is None)[which]
 
     return Metric(name, fn, takes_num_classes=True)
 
@@ -623,9 +690,9 @@ _REGISTRY: dict[str, Metric] = {
     "within_tolerance": Metric("within_tolerance", within_tolerance, "values"),
 }
 for _which, _base in enumerate(("precision", "recall", "f1")):
+    _REGISTRY[_base] = _named(_base, _BINARY_OR_MACRO, _which)
     for _avg in ("binary", "macro", "micro", "weighted"):
-        _key = _base if _avg == "binary" else f"{_base}_{_avg}"
-        _REGISTRY[_key] = _named(_key, _avg, _which)
+        _REGISTRY[f"{_base}_{_avg}"] = _named(f"{_base}_{_avg}", _avg, _which)
 _ALIASES = {"acc": "accuracy", "top5": "top5_accuracy", "top3": "top3_accuracy",
             "auc": "roc_auc", "ap": "average_precision", "r2_score": "r2",
             "mean_absolute_error": "mae", "mean_squared_error": "mse",
@@ -634,6 +701,10 @@ _ALIASES = {"acc": "accuracy", "top5": "top5_accuracy", "top3": "top3_accuracy",
 
 def get(metric: str | Callable | Metric) -> Metric:
     """A :class:`Metric` from a name ("accuracy", "f1_macro", "rmse", ...) or a function.
+
+    "precision", "recall" and "f1" are class 1's for two classes (scikit-learn's
+    ``average="binary"``) and the macro average for more; "f1_binary", "f1_macro",
+    "f1_micro" and "f1_weighted" (and the same for precision and recall) fix the average.
 
     A plain function ``f(y_true, y_pred)`` is wrapped as a "classes" metric named after it;
     wrap it in ``Metric(name, f, kind=...)`` to choose what it receives.

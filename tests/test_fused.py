@@ -10,7 +10,7 @@ from helpers import assert_matches, assert_on_backend, tolerance
 import portanet as pn
 from portanet import fused
 from portanet.backend import adapter_of
-from portanet.backends import ADAPTERS
+from portanet.backends import ADAPTERS, Adapter
 from portanet.fused import KERNELS
 
 DTYPES = ["float32", "float64"]
@@ -181,11 +181,102 @@ def test_fused_softmax_cross_entropy_is_within_a_few_roundings_of_the_portable_f
         assert np.all(np.abs(a - b) <= bound), (what, np.max(np.abs(a - b)))
 
 
-def test_adapters_offer_only_known_kernels():
-    """Every kernel an adapter names is one fused.py dispatches to (a typo would be ignored)."""
-    for adapter in ADAPTERS.values():
-        for kernel in KERNELS:
-            assert getattr(adapter, kernel) is None or callable(getattr(adapter, kernel))
+# ---------------------------------------------------------------------------------------------
+# Which kernels each adapter has, and that the public functions really call them
+# ---------------------------------------------------------------------------------------------
+FUSED = {  # the kernels each adapter provides (fused.py's docstring; backends/*.py)
+    "numpy": {"relu", "softmax_cross_entropy"},
+    "torch": set(KERNELS),
+    "cupy": set(),
+    "jax": set(),
+    "array_api_strict": set(),
+}
+
+
+def _declared(adapter_type) -> set[str]:
+    return {k for k in KERNELS if getattr(adapter_type, k) is not None}
+
+
+def test_every_kernel_is_in_the_contract_and_has_a_public_function():
+    for kernel in KERNELS:
+        assert getattr(Adapter, kernel) is None, kernel  # the contract's default: portable
+        assert callable(getattr(fused, kernel)), kernel
+
+
+def test_adapters_define_only_names_of_the_contract_and_the_documented_kernels():
+    """A kernel under a misspelled name would be an extra public name (refused) and leave the
+    kernel it meant at None (the table differs): either check fails."""
+    assert set(FUSED) == set(ADAPTERS)
+    for name, adapter in ADAPTERS.items():
+        fused.check_adapter(type(adapter))
+        assert _declared(type(adapter)) == FUSED[name], name
+
+
+@pytest.mark.parametrize(("name", "kernel", "typo"), [
+    ("numpy", "softmax_cross_entropy", "softmax_crossentropy"),
+    ("torch", "relu_backward", "relu_backwards"),
+    ("torch", "add_scaled_", "add_scaled"),
+])
+def test_a_misspelled_kernel_is_refused(monkeypatch, name, kernel, typo):
+    cls = type(ADAPTERS[name])
+    monkeypatch.setattr(cls, typo, vars(cls)[kernel], raising=False)
+    monkeypatch.delattr(cls, kernel)  # the adapter no longer defines the right name
+    with pytest.raises(TypeError, match=rf"{cls.__name__} \(.*\) defines '{typo}', which is "
+                                        rf"not a name of the Adapter contract.*Did you mean "
+                                        rf"'{kernel}'\? Fused kernels are named relu, "):
+        fused.check_adapter(cls)
+    assert _declared(cls) != FUSED[name]
+
+
+def _spy_on(monkeypatch, adapter_type, kernels) -> dict[str, list]:
+    """Wrap each kernel of the adapter class so that its calls are recorded (and still run)."""
+    calls: dict[str, list] = {k: [] for k in kernels}
+    for kernel in kernels:
+        original = getattr(adapter_type, kernel)
+
+        def spy(self, *args, _kernel=kernel, _original=original):
+            out = _original(self, *args)
+            calls[_kernel].append(out)
+            return out
+
+        monkeypatch.setattr(adapter_type, kernel, spy)
+    return calls
+
+
+def test_public_functions_dispatch_to_the_declared_kernels(backend, monkeypatch):
+    """Each function of fused.py calls the kernel the adapter declares, once, and returns what
+    it returned (a kernel that is declared but never called would escape the tests above)."""
+    kernels = FUSED[backend.name]
+    calls = _spy_on(monkeypatch, type(backend.backend.adapter), kernels)
+    v = _data()
+    z = backend.asarray(v["z"], "float64")
+    results = {
+        "relu": lambda: fused.relu(z),
+        "relu_backward": lambda: fused.relu_backward(backend.asarray(v["dy"], "float64"), z),
+        "add_scaled_": lambda: fused.add_scaled_(backend.asarray(v["p"], "float64"),
+                                                 backend.asarray(v["d"], "float64"), -0.5),
+        "softmax_cross_entropy": lambda: fused.softmax_cross_entropy(
+            z, backend.asarray([0, 1, 2, 3, 0, 1], "int64")),
+    }
+    for kernel in KERNELS:
+        out = results[kernel]()
+        if kernel in kernels:
+            assert len(calls[kernel]) == 1, kernel
+            assert out is calls[kernel][0], kernel  # the kernel's own result, passed on
+    assert all(len(c) == 1 for c in calls.values()), {k: len(c) for k, c in calls.items()}
+
+
+def test_a_training_step_runs_every_declared_kernel(backend, monkeypatch):
+    """Through the public API: Dense(relu), SoftmaxCrossEntropy and SGD's in-place update reach
+    the adapter's kernels (no layer, loss or optimizer bypasses fused.py)."""
+    kernels = FUSED[backend.name]
+    model = pn.Sequential([pn.layers.Dense(4, 5, activation="relu"), pn.layers.Dense(5, 3)],
+                          loss=pn.losses.SoftmaxCrossEntropy(), optimizer=pn.optimizers.SGD(0.1),
+                          seed=0, dtype="float64", jit_compile=False)
+    calls = _spy_on(monkeypatch, type(backend.backend.adapter), kernels)
+    x = backend.asarray(np.random.default_rng(1).standard_normal((6, 4)), "float64")
+    model.train_step(x, backend.asarray([0, 1, 2, 0, 1, 2], "int64"))
+    assert all(calls[k] for k in kernels), {k: len(c) for k, c in calls.items()}
 
 
 def test_adapter_of_caches_by_type_and_still_refuses_foreign_objects():

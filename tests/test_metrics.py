@@ -1,11 +1,14 @@
 """portanet.metrics against scikit-learn (the independent reference), on every backend.
 
 Random inputs and the edge cases scikit-learn defines: a class that is never predicted, a
-class absent from y_true, a single class, perfect and constant predictions.
+class absent from y_true, a single class, perfect and constant predictions. The defaults of
+precision / recall / F1 (binary for two classes) are also checked against counts written out
+here in NumPy, so they stay checked where scikit-learn is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -15,7 +18,11 @@ from helpers import assert_on_backend
 import portanet as pn
 from portanet import metrics
 
-sk = pytest.importorskip("sklearn.metrics")
+if importlib.util.find_spec("sklearn") is not None:
+    import sklearn.metrics as sk
+else:
+    sk = None
+needs_sklearn = pytest.mark.skipif(sk is None, reason="scikit-learn is not installed")
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -58,6 +65,7 @@ CASES = {
 }
 
 
+@needs_sklearn
 @pytest.mark.parametrize("case", list(CASES))
 def test_accuracy_and_confusion_matrix(backend, case):
     t, p = CASES[case]
@@ -73,6 +81,7 @@ def test_accuracy_and_confusion_matrix(backend, case):
     np.testing.assert_array_equal(pn.to_numpy(cm), ref)
 
 
+@needs_sklearn
 @pytest.mark.parametrize("normalize", ["true", "pred", "all"])
 def test_confusion_matrix_normalized(backend, normalize):
     t, p = CASES["never-predicted"]
@@ -83,6 +92,7 @@ def test_confusion_matrix_normalized(backend, normalize):
     _close(got, ref)
 
 
+@needs_sklearn
 @pytest.mark.parametrize("case", list(CASES))
 def test_precision_recall_f1_match_sklearn(backend, case):
     t, p = CASES[case]
@@ -98,6 +108,7 @@ def test_precision_recall_f1_match_sklearn(backend, case):
             _close(g, r)
 
 
+@needs_sklearn
 @pytest.mark.parametrize("case", ["binary", "never-positive", "all-negative"])
 def test_binary_average(backend, case):
     rng = np.random.default_rng(1)
@@ -113,6 +124,7 @@ def test_binary_average(backend, case):
            sk.f1_score(t, p, zero_division=0))
 
 
+@needs_sklearn
 def test_scores_and_one_hot_inputs(backend):
     rng = np.random.default_rng(2)
     scores = rng.random((50, 5))
@@ -131,6 +143,7 @@ def test_scores_and_one_hot_inputs(backend):
            sk.accuracy_score(tb, prob >= 0.5))
 
 
+@needs_sklearn
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_top_k_accuracy(backend, k):
     rng = np.random.default_rng(3)
@@ -143,8 +156,8 @@ def test_classification_bad_input(backend):
     y3, y4 = _labels(backend, [0, 1, 2]), _labels(backend, [0, 1, 2, 1])
     with pytest.raises(ValueError, match="y_true has 3 samples but y_pred has 4"):
         metrics.accuracy(y3, y4)
-    with pytest.raises(ValueError, match="average='binary' is for two classes, but the labels "
-                                         "have 3"):
+    with pytest.raises(ValueError, match=r"Target is multiclass \(3 classes\) but "
+                                         r"average='binary'. Please choose another average"):
         metrics.f1_score(y3, y3, average="binary")
     with pytest.raises(ValueError, match=r"labels must be in \[0, 1\] for num_classes=2, "
                                          r"received labels from 0 to 2"):
@@ -156,6 +169,161 @@ def test_classification_bad_input(backend):
         metrics.top_k_accuracy(y3, backend.asarray([0.1, 0.2, 0.3], "float32"))
     with pytest.raises(ValueError, match="empty arrays"):
         metrics.accuracy(_labels(backend, []), _labels(backend, []))
+
+
+# ---------------------------------------------------------------------------------------------
+# The default average: "binary" for two classes (scikit-learn's), an error for more
+# ---------------------------------------------------------------------------------------------
+def _counted_prf(t, p, positive):
+    """float64 precision, recall, F1 of one class, counted from the definitions (no library)."""
+    t, p = np.asarray(t), np.asarray(p)
+    tp = float(np.sum((t == positive) & (p == positive)))
+    fp = float(np.sum((t != positive) & (p == positive)))
+    fn = float(np.sum((t == positive) & (p != positive)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return precision, recall, f1
+
+
+def _counted_macro(t, p):
+    """The unweighted mean over the classes present in t or p, of the counted metrics."""
+    present = np.union1d(t, p)
+    return tuple(np.mean([_counted_prf(t, p, c)[i] for c in present]) for i in range(3))
+
+
+BINARY = {  # y_true, y_pred
+    "issue": (np.array([0, 0, 1, 1, 1, 1]), np.array([0, 1, 1, 1, 1, 0])),
+    "random": (np.random.default_rng(7).integers(0, 2, 50),
+               np.random.default_rng(8).integers(0, 2, 50)),
+    "only-negatives-predicted": (np.array([0, 1, 1, 0]), np.array([0, 0, 0, 0])),
+    "only-class-1": (np.ones(5, dtype=int), np.array([1, 1, 0, 1, 1])),
+}
+
+
+@pytest.mark.parametrize("case", list(BINARY))
+def test_binary_targets_default_to_the_positive_class(backend, case):
+    """precision_score, recall_score, f1_score and precision_recall_f1 without an average give
+    class 1's figures, as scikit-learn's default average="binary", pos_label=1 does."""
+    t, p = BINARY[case]
+    td, pd = _labels(backend, t), _labels(backend, p)
+    expected = _counted_prf(t, p, 1)
+    got = (metrics.precision_score(td, pd), metrics.recall_score(td, pd),
+           metrics.f1_score(td, pd))
+    together = metrics.precision_recall_f1(td, pd)
+    for g, h, e in zip(got, together, expected, strict=True):
+        assert_on_backend(g, backend, "float64")
+        _close(g, e)
+        _close(h, e)
+    # pos_label=0 is the other class's figures; "macro" stays available
+    _close(metrics.f1_score(td, pd, pos_label=0), _counted_prf(t, p, 0)[2])
+    _close(metrics.f1_score(td, pd, average="macro"), _counted_macro(t, p)[2])
+
+
+def test_the_issue_example_is_scikit_learns_number(backend):
+    """The report: the same call gave 0.708 (a macro average) where scikit-learn gives 0.75."""
+    t, p = BINARY["issue"]
+    assert _value(metrics.f1_score(_labels(backend, t), _labels(backend, p))) == 0.75
+    assert _value(metrics.f1_score(_labels(backend, t), _labels(backend, p),
+                                   average="macro")) == 0.625
+
+
+@needs_sklearn
+@pytest.mark.parametrize("case", list(BINARY))
+def test_binary_defaults_match_sklearns_defaults(backend, case):
+    t, p = BINARY[case]
+    td, pd = _labels(backend, t), _labels(backend, p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined ratios: both give 0
+        for ours, theirs in ((metrics.precision_score, sk.precision_score),
+                             (metrics.recall_score, sk.recall_score),
+                             (metrics.f1_score, sk.f1_score)):
+            _close(ours(td, pd), theirs(t, p))
+            _close(ours(td, pd, pos_label=0), theirs(t, p, pos_label=0))
+
+
+def test_binary_default_from_scores_and_one_hot_targets(backend):
+    """Probabilities (N,) thresholded at 0.5, two-column scores argmaxed, one-hot targets."""
+    rng = np.random.default_rng(9)
+    t, prob = rng.integers(0, 2, 40), rng.random(40)
+    expected = _counted_prf(t, (prob >= 0.5).astype(int), 1)
+    _close(metrics.f1_score(_labels(backend, t), backend.asarray(prob, "float32")), expected[2])
+    two = np.stack([1.0 - prob, prob], axis=1)
+    onehot = np.eye(2)[t]
+    _close(metrics.precision_score(backend.asarray(onehot, "float32"),
+                                   backend.asarray(two, "float64")), expected[0])
+
+
+@pytest.mark.parametrize("fn", [metrics.precision_score, metrics.recall_score,
+                                metrics.f1_score, metrics.precision_recall_f1])
+def test_more_than_two_classes_need_an_average(backend, fn):
+    """scikit-learn's rule and words: the binary default refuses multiclass targets; the error
+    names the averages to choose from."""
+    t, p = _labels(backend, [0, 1, 2, 1]), _labels(backend, [0, 2, 2, 1])
+    with pytest.raises(ValueError, match=r"Target is multiclass \(3 classes\) but "
+                                         r"average='binary'. Please choose another average "
+                                         r"setting, one of \[None, 'micro', 'macro', "
+                                         r"'weighted'\]"):
+        fn(t, p)
+    # a score matrix with three columns is three classes even if only 0 and 1 occur
+    with pytest.raises(ValueError, match="Target is multiclass"):
+        fn(_labels(backend, [0, 1]), backend.asarray(np.eye(3)[:2], "float64"))
+    if sk is not None:  # scikit-learn refuses the same call
+        with pytest.raises(ValueError, match="Target is multiclass but average='binary'"):
+            sk.f1_score([0, 1, 2, 1], [0, 2, 2, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision, recall and F1 by name (fit / evaluate)
+# ---------------------------------------------------------------------------------------------
+T3 = np.array([0, 1, 2, 2, 1, 0, 2, 1])
+P3 = np.array([0, 2, 2, 1, 1, 0, 2, 0])
+
+
+def test_bare_names_are_binary_for_two_classes_and_macro_for_more(backend):
+    t, p = BINARY["issue"]
+    for i, name in enumerate(("precision", "recall", "f1")):
+        named = metrics.get(name)
+        _close(named(_labels(backend, t), _labels(backend, p)), _counted_prf(t, p, 1)[i])
+        # evaluate passes the model's output width as the class count: no host read
+        _close(named(_labels(backend, t), _labels(backend, p), num_classes=2),
+               _counted_prf(t, p, 1)[i])
+        _close(named(_labels(backend, T3), _labels(backend, P3)), _counted_macro(T3, P3)[i])
+        _close(named(_labels(backend, T3), _labels(backend, P3), num_classes=3),
+               _counted_macro(T3, P3)[i])
+    assert metrics.get("f1_score") is metrics.get("f1")
+
+
+def test_names_with_an_average_keep_it(backend):
+    t, p = BINARY["issue"]
+    td, pd = _labels(backend, t), _labels(backend, p)
+    _close(metrics.get("f1_macro")(td, pd, num_classes=2), _counted_macro(t, p)[2])
+    _close(metrics.get("recall_binary")(td, pd, num_classes=2), _counted_prf(t, p, 1)[1])
+    _close(metrics.get("precision_micro")(_labels(backend, T3), _labels(backend, P3)),
+           np.mean(T3 == P3))
+    with pytest.raises(ValueError, match="metric 'f1_binary' is for two classes, but there "
+                                         "are 3. Use 'f1_macro', 'f1_micro' or 'f1_weighted'"):
+        metrics.get("f1_binary")(_labels(backend, T3), _labels(backend, P3), num_classes=3)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_fit_and_evaluate_log_f1_by_name(backend, classes):
+    """fit(metrics=["f1"]) works on binary and multiclass models (it raised after the first
+    epoch on a multiclass one); the logged figure is the one defined above."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((24, 2))
+    y = rng.integers(0, classes, 24)
+    model = pn.Sequential([pn.layers.Dense(2, classes)], loss=pn.losses.SoftmaxCrossEntropy(),
+                          optimizer=pn.optimizers.SGD(0.1), seed=0, jit_compile=False)
+    history = model.fit(x, y, epochs=1, batch_size=8, metrics=["f1", "f1_macro"],
+                        validation_data=(x, y), verbose=0)
+    predicted = pn.to_numpy(model.predict_classes(backend.asarray(x, "float32")))
+    expected = _counted_prf(y, predicted, 1)[2] if classes == 2 else \
+        _counted_macro(y, predicted)[2]
+    scores = model.evaluate(x, y, metrics=["f1", "f1_macro"])
+    assert scores["f1"] == pytest.approx(expected, rel=1e-12)
+    assert scores["f1_macro"] == pytest.approx(_counted_macro(y, predicted)[2], rel=1e-12)
+    assert history.history["val_f1"][-1] == pytest.approx(expected, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,6 +341,7 @@ def _ranking_case(kind: str):
     return t, s
 
 
+@needs_sklearn
 @pytest.mark.parametrize("kind", ["random", "ties", "perfect"])
 def test_ranking_metrics_match_sklearn(backend, kind):
     t, s = _ranking_case(kind)
@@ -190,6 +359,7 @@ def test_ranking_metrics_match_sklearn(backend, kind):
         sk.average_precision_score(t, s), rel=RTOL)
 
 
+@needs_sklearn
 @pytest.mark.parametrize("average", ["macro", "weighted"])
 def test_multiclass_one_vs_rest(backend, average):
     rng = np.random.default_rng(5)
@@ -213,6 +383,10 @@ def test_ranking_edge_cases(backend):
     np.testing.assert_array_equal(recall[:-1], 1.0)  # scikit-learn's convention
     with pytest.raises(ValueError, match="NaN or Inf"):
         metrics.roc_auc(_labels(backend, [0, 1]), backend.asarray([0.1, np.nan], "float64"))
+    with pytest.raises(ValueError, match="multiclass average must be 'macro' or 'weighted', "
+                                         "received 'micro'"):
+        metrics.roc_auc(_labels(backend, [0, 1, 2]), backend.asarray(np.eye(3), "float64"),
+                        average="micro")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +401,7 @@ REGRESSION = {
 }
 
 
+@needs_sklearn
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_regression_metrics_match_sklearn(backend, dtype):
     pairs = [(metrics.mean_absolute_error, sk.mean_absolute_error),
@@ -277,6 +452,7 @@ def test_format_and_plot_confusion_matrix(tmp_path):
     assert (tmp_path / "cm.png").stat().st_size > 1000 and path.endswith("cm.png")
 
 
+@needs_sklearn
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=40))
 def test_f1_property_matches_sklearn(pairs):
