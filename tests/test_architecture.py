@@ -18,7 +18,13 @@ FLOORS = {
     "activations": 3, "losses": 3, "initializers": 3, "regularizers": 3,
     "layers": 4, "optimizers": 4, "clipping": 4, "schedules": 4,
     "metrics": 5.0, "data": 5.1, "io": 5.2, "callbacks": 5.3, "engine": 5.4,
-    "training": 5.5, "model": 5.6,
+    "training": 5.5,
+    "plotting": 5.55,  # the summary rows and the picture, under model.py (Sequential.plot)
+    "model": 5.6,
+    # A tool users run (DESIGN.md's top floor), but ``import portanet`` re-exports it
+    # (pn.gradcheck), so it sits just below the package: it may use floors 1-5, never the tools.
+    "gradcheck": 5.65,
+    "explain": 5.65,  # the same for pn.explain, the traced training step
     "bench": 6, "parity": 6, "sequence_tasks": 6, "cli": 6, "__main__": 6,
 }
 PACKAGE = 5.7  # ``import portanet`` brings floors 1-5 (its __init__ re-exports up to model)
