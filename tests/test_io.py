@@ -198,7 +198,12 @@ def test_truncated_files(good_file, tmp_path):
 
 
 def test_trailing_bytes(good_file, tmp_path):
-    with pytest.raises(io.CheckpointError, match="safetensors rejected it: .*not fully covered"):
+    n, _ = _header(good_file)
+    with pytest.raises(io.CheckpointError, match=f"has {len(good_file) + 1:,} bytes but its "
+                                                 f"header accounts for {len(good_file):,} "
+                                                 rf"\(8 \+ {n:,} header \+ "
+                                                 rf"{len(good_file) - 8 - n:,} data\); it has 1 "
+                                                 "trailing byte after the data"):
         io.read_checkpoint(_write(tmp_path, good_file + b"\0"))
 
 
@@ -273,15 +278,21 @@ def test_offsets_outside_the_file_or_overlapping(good_file, tmp_path):
     n, header = _header(good_file)
     body = good_file[8 + n:]
     name = next(k for k in header if k != "__metadata__")
-    for offsets in ([0, len(body) + 8], [4, 4 + (header[name]["data_offsets"][1]
-                                                  - header[name]["data_offsets"][0])]):
+    size = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
+    for offsets, message in (
+            ([0, len(body) + 8], r"its header accounts for .*it is truncated \(8 bytes of data "
+                                 r"missing\)"),  # past the end: refused before reading data
+            ([4, 4 + size], "safetensors rejected it"),  # overlapping: safetensors' own check
+            ([8, 4], r"data_offsets \[8, 4\]; a safetensors entry has \[begin, end\]"),
+            ([0, "12"], "data_offsets"), (None, "data_offsets None")):
         bad = json.loads(json.dumps(header))
         bad[name]["data_offsets"] = offsets
-        with pytest.raises(io.CheckpointError, match="safetensors rejected it"):
+        with pytest.raises(io.CheckpointError, match=message):
             io.read_checkpoint(_write(tmp_path, _rebuild(bad, body)))
     bad = json.loads(json.dumps(header))
     bad[name]["dtype"] = "Q99"
-    with pytest.raises(io.CheckpointError, match="safetensors rejected it"):
+    with pytest.raises(io.CheckpointError, match=f"tensor '{name}' has dtype 'Q99'; portanet "
+                                                 "reads F16, F32"):
         io.read_checkpoint(_write(tmp_path, _rebuild(bad, body)))
 
 
@@ -348,7 +359,13 @@ def test_metadata_entries_are_validated(good_file, tmp_path):
     cases = [
         (lambda m: m.update(extra="1"), r"unknown \['extra'\]"),
         (lambda m: m.pop("epoch"), r"missing \['epoch'\]"),
-        (lambda m: m.update(format_version="2"), "format version 2, newer than"),
+        (lambda m: m.update(format_version="3"), "format version 3, newer than"),
+        (lambda m: m.update(format_version="0"), "format_version 0 is not a known version"),
+        # version 1 has no "random" entry, version 2 needs one
+        (lambda m: m.update(format_version="1"), r"version-1 model checkpoint's: missing \[\], "
+                                                 r"unknown \['random'\]"),
+        (lambda m: m.pop("random"), r"version-2 model checkpoint's: missing \['random'\]"),
+        (lambda m: m.update(random="[1, 2]"), "the random entry must be a JSON object or null"),
         (lambda m: m.update(format_version="x"), "format_version 'x' is not an integer"),
         (lambda m: m.update(kind="pickle"), "kind 'pickle' is neither"),
         (lambda m: m.update(architecture="{not json"), "'architecture' is not valid JSON"),
@@ -533,20 +550,28 @@ class _ReadableChain(_Chain):
 
 def test_custom_container_without_child_configs_is_refused_and_load_weights_is_the_way(
         tmp_path, monkeypatch):
-    """A registered container whose children load cannot read is never built by load."""
+    """A registered container whose children load cannot read: save refuses it (load could
+    not rebuild it), save_weights and load_weights work, and a full file of such a model (as
+    earlier versions wrote, or write_checkpoint writes) is never built by load."""
     monkeypatch.setitem(base._REGISTRY, "_Chain", _Chain)  # registered for this test only
     with pn.use_backend("numpy"):
         model = Sequential([layers.Dense(2, 4), _Chain(layers.Dense(4, 4), layers.Dense(4, 3))],
                            seed=0)
-        path = model.save(tmp_path / "custom.safetensors")
+        with pytest.raises(ValueError, match=r"cannot save .*layer '1' is a _Chain, a container "
+                                             r".*Nothing was written.*model\.save_weights"):
+            model.save(tmp_path / "custom.safetensors")
+        assert os.listdir(tmp_path) == []
+        path = io.write_checkpoint(tmp_path / "custom.safetensors", io.Checkpoint(
+            "model", _params(model), _buffers(model), model.get_config(), None, 0))
         with monkeypatch.context() as patch:
             _forbid_building(patch)
             with pytest.raises(io.CheckpointError, match=r"layer '1' is a _Chain, a container "
                                                          r".*model\.load_weights\(path\)"):
                 io.load(path)
+        weights = model.save_weights(tmp_path / "custom-weights.safetensors")
         fresh = Sequential([layers.Dense(2, 4), _Chain(layers.Dense(4, 4), layers.Dense(4, 3))],
                            seed=1)
-        fresh.load_weights(path)
+        fresh.load_weights(weights)
     _assert_same_model(model, fresh)
 
 
