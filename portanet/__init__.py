@@ -27,6 +27,8 @@ from ._version import __version__
 from .backend import Backend, available_backends, get_backend, set_backend, use_backend
 from .devices import asarray, device_of, namespace_of, synchronize, to_backend, to_numpy
 from .errors import BackendError, DeviceError, MixedArraysError
+from .explain import explain  # the function; its module: see the module docstring
+from .gradcheck import gradcheck  # the function, as torch.autograd.gradcheck; module: see its doc
 from .io import load
 from .model import Sequential
 
@@ -45,7 +47,9 @@ __all__ = [
     "data",
     "device_of",
     "engine",
+    "explain",
     "get_backend",
+    "gradcheck",
     "initializers",
     "io",
     "layers",
