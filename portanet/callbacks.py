@@ -11,7 +11,15 @@ The training loop calls, in order::
 
 ``epoch`` and ``step`` count from 0. Epoch logs hold Python floats, read from the device once
 per epoch, so a callback never forces a host sync per step. A callback stops training with
-``self.stop_training("why")`` (the loop finishes the current epoch's bookkeeping, then ends).
+``self.stop_training("why", reason="my_reason")`` (the loop finishes the current epoch's
+bookkeeping, then ends); ``history.stop_reason`` holds the short reason of whoever stopped
+first ("early_stopping", "terminate_on_nan", fit's own "nonfinite_loss", ...) and
+``history.stop_message`` the sentence.
+
+Settings that cannot work are refused in ``on_train_begin``, before the first epoch: a
+monitored value that ``fit`` will not log (``val_loss`` without validation data), a checkpoint
+folder that does not exist. ``fit`` tells the callbacks what it will log
+(``state.log_keys``); a callback that adds values of its own lists them in ``adds_logs``.
 
 Examples:
     >>> import portanet as pn
@@ -62,6 +70,10 @@ class TrainingState:
     ``nonfinite_step()`` returns the first step of the current epoch whose loss was NaN or Inf
     (it reads the epoch's per-step losses from the device: one transfer, only when asked).
     ``log(message)`` prints through the loop's progress display (silent when verbose=0).
+    ``has_validation`` and ``log_keys`` (the keys every epoch's logs will hold, None outside
+    ``fit``) let callbacks check their settings in ``on_train_begin``. ``stop_reason`` is a
+    short name of why training stopped ("early_stopping", "nonfinite_loss", ...),
+    ``stop_message`` the sentence; the first to stop sets them.
     """
 
     epochs: int = 1
@@ -70,6 +82,9 @@ class TrainingState:
     step: int = 0
     stop: bool = False
     stop_reason: str | None = None
+    stop_message: str | None = None
+    has_validation: bool = False
+    log_keys: tuple[str, ...] | None = None
     nonfinite_step: Callable[[], int | None] = field(default=lambda: None, repr=False)
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
@@ -80,7 +95,11 @@ class Callback:
     Attributes:
         model: the model being trained (set by the loop before ``on_train_begin``).
         state: the loop's :class:`TrainingState`.
+        adds_logs: names of the values this callback writes into the epoch logs (so that a
+            callback monitoring one of them passes ``on_train_begin``'s check).
     """
+
+    adds_logs: tuple[str, ...] = ()
 
     def __init__(self):
         self.model: Any = None
@@ -90,11 +109,14 @@ class Callback:
         self.model = model
         self.state = state
 
-    def stop_training(self, reason: str) -> None:
-        """Ask the loop to stop after the current epoch (or step) and record why."""
+    def stop_training(self, message: str, reason: str = "callback") -> None:
+        """Ask the loop to stop after the current epoch (or step), and say why: ``message``
+        for people, ``reason`` a short name for code (``history.stop_reason``). When several
+        stop in one epoch, the first one's reason is kept."""
         self.state.stop = True
-        self.state.stop_reason = reason
-        self.state.log(reason)
+        if self.state.stop_reason is None:
+            self.state.stop_reason, self.state.stop_message = reason, message
+        self.state.log(message)
 
     def on_train_begin(self, logs: dict[str, Any]) -> None: ...
 
@@ -125,6 +147,9 @@ class CallbackList(Callback):
             cb.set_context(model, state)
 
     def on_train_begin(self, logs):
+        if self.state.log_keys is not None:  # what the callbacks add is logged too
+            added = [k for cb in self.callbacks for k in cb.adds_logs]
+            self.state.log_keys = tuple(dict.fromkeys((*self.state.log_keys, *added)))
         for cb in self.callbacks:
             cb.on_train_begin(logs)
 
@@ -178,12 +203,31 @@ class _Monitor:
     def reset(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
 
+    def _hint(self, state: TrainingState | None) -> str:
+        """How to make ``monitor`` appear in the logs."""
+        base = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        if self.monitor.startswith("val_") and not (state and state.has_validation):
+            return " Pass validation data to fit (validation_split=0.1 or validation_data=" \
+                "(x_val, y_val))"
+        if base != "loss":
+            where = "metrics=[...]" if self.monitor.startswith("val_") else \
+                "metrics=[...] with train_metrics=True"
+            return f" Ask fit for {base!r} in {where}"
+        return " Pass validation data to fit"
+
+    def check_logged(self, state: TrainingState) -> None:
+        """Before training: refuse a ``monitor`` that fit will never log (``state.log_keys``;
+        not checked outside fit, where they are unknown)."""
+        if state.log_keys is None or self.monitor in state.log_keys:
+            return
+        raise ValueError(f"{self.owner} monitors {self.monitor!r}, but fit will log only "
+                         f"{list(state.log_keys)}.{self._hint(state)}, or monitor one of those "
+                         "(a callback that adds it to the logs lists it in its adds_logs).")
+
     def value(self, logs: dict[str, Any]) -> float:
         if self.monitor not in logs:
-            hint = " Pass validation data to fit (validation_split or validation_data)" \
-                if self.monitor.startswith("val_") else ""
             raise ValueError(f"{self.owner} monitors {self.monitor!r}, but the epoch logs only "
-                             f"have {sorted(logs)}.{hint} or monitor one of those.")
+                             f"have {sorted(logs)}.{self._hint(None)} or monitor one of those.")
         return float(logs[self.monitor])
 
     def improved(self, value: float) -> bool:
@@ -238,7 +282,10 @@ class History(Callback):
         history: dict name -> list of floats, one per epoch ("loss", "val_loss", metrics,
             "lr", "time").
         epoch: the epoch numbers (0-based) that were recorded.
-        stop_reason: why training stopped early (None if it ran all epochs).
+        stop_reason: why training stopped early, a short name: "early_stopping",
+            "terminate_on_nan", "nonfinite_loss" (fit's own check of the loss),
+            "callback" (a callback that gave no reason), ... None if it ran all epochs.
+        stop_message: the same, as a sentence for people.
     """
 
     def __init__(self):
@@ -246,6 +293,7 @@ class History(Callback):
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
         self.stop_reason: str | None = None
+        self.stop_message: str | None = None
 
     def on_epoch_end(self, epoch, logs):
         self.epoch.append(epoch)
@@ -259,6 +307,7 @@ class History(Callback):
 
     def on_train_end(self, logs):
         self.stop_reason = self.state.stop_reason
+        self.stop_message = self.state.stop_message
 
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
@@ -333,6 +382,7 @@ class EarlyStopping(Callback):
         self.baseline = baseline
 
     def on_train_begin(self, logs):
+        self.tracker.check_logged(self.state)
         self.tracker.reset()
         if self.baseline is not None:
             self.tracker.best = float(self.baseline)
@@ -361,7 +411,7 @@ class EarlyStopping(Callback):
                 f"EarlyStopping: {self.monitor} has not improved by more than "
                 f"{self.tracker.min_delta:g} for {self.wait} epochs (best {self.best:.6g} at "
                 f"epoch {(self.best_epoch if self.best_epoch is not None else -1) + 1}); "
-                f"stopping after epoch {epoch + 1}.")
+                f"stopping after epoch {epoch + 1}.", reason="early_stopping")
 
     def on_train_end(self, logs):
         if self.restore_best_weights and self.best_weights is not None and \
@@ -381,6 +431,10 @@ class ModelCheckpoint(Callback):
         save_best_only: save only when ``monitor`` improves; otherwise every epoch.
         save_weights_only: parameters only (``save_weights``) instead of the full model.
         mode: "min", "max" or "auto".
+
+    An epoch whose training loss is NaN or Inf is never saved: its weights are NaN (or ``fit``
+    rolls them back), and with a fixed ``filepath`` it would overwrite a good checkpoint.
+    ``on_train_begin`` checks the folder, the fields of ``filepath`` and the ``monitor``.
 
     Attributes:
         saved: the paths written, in order. best: best monitored value so far.
@@ -403,19 +457,44 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, logs):
         self.tracker.reset()
+        folder = os.path.dirname(self.filepath)
+        if folder and "{" not in folder:  # (a folder named per epoch is made by the save)
+            folder = os.path.expanduser(folder)
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(
+                    f"ModelCheckpoint: the folder {folder!r} of filepath {self.filepath!r} "
+                    f"does not exist. Create it first (os.makedirs({folder!r}, "
+                    "exist_ok=True)) or choose another filepath.")
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(f"ModelCheckpoint: the folder {folder!r} of filepath "
+                                      f"{self.filepath!r} is not writable; choose another "
+                                      "filepath.")
+        keys = self.state.log_keys
+        if keys is None:
+            return
+        if self.save_best_only:
+            self.tracker.check_logged(self.state)
+        self._fill(1, dict.fromkeys(keys, 0.0))  # a field fit does not log fails here
+
+    def _fill(self, epoch: int, logs: dict[str, Any]) -> str:
+        """``filepath`` with its fields filled (epoch counts from 1)."""
+        try:
+            return self.filepath.format(epoch=epoch, **logs)
+        except (KeyError, ValueError, IndexError) as err:
+            raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} could not be filled "
+                             f"({err!r}); available fields: epoch, {', '.join(sorted(logs))}.") \
+                from None
 
     def on_epoch_end(self, epoch, logs):
+        loss = logs.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            return  # diverged: nothing worth keeping (see the class docstring)
         if self.save_best_only:
             value = self.tracker.value(logs)
             if not self.tracker.improved(value):
                 return
             self.tracker.best = value
-        try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
-        except (KeyError, ValueError, IndexError) as err:
-            raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} could not be filled "
-                             f"({err!r}); available fields: epoch, {', '.join(sorted(logs))}.") \
-                from None
+        path = self._fill(epoch + 1, logs)
         if self.save_weights_only:
             io.save_weights(self.model, path)
         else:
@@ -494,6 +573,7 @@ class ReduceLROnPlateau(Callback):
             raise ValueError(f"ReduceLROnPlateau needs a numeric learning rate, but the "
                              f"optimizer follows the schedule {opt.learning_rate!r}. Use one or "
                              "the other (or schedules.ReduceLROnPlateau).")
+        self.tracker.check_logged(self.state)
         self.tracker.reset()
         self.wait = 0
         self.cooldown_left = 0
@@ -530,6 +610,11 @@ class TerminateOnNaN(Callback):
     The loop checks the epoch's summed loss (and the running sum at each progress update);
     when it is not finite, the per-step losses of the epoch are read once to find the first
     bad step. Attributes ``epoch`` and ``step`` hold where it happened (0-based).
+
+    ``fit`` itself stops after an epoch whose loss is not finite (``on_nonfinite``, which also
+    rolls the weights back); this callback adds the check at every progress read
+    (``progress_every``), so that a long epoch stops within a few steps, and it stops training
+    with ``on_nonfinite="continue"`` too. ``history.stop_reason`` is then "terminate_on_nan".
     """
 
     def __init__(self):
@@ -547,7 +632,7 @@ class TerminateOnNaN(Callback):
         self.stop_training(
             f"TerminateOnNaN: the training loss became {loss} at epoch {epoch + 1}, {where}. "
             "Lower the learning rate, clip gradients (e.g. global_clip_norm=1.0), or check the "
-            "inputs for NaN/Inf.")
+            "inputs for NaN/Inf.", reason="terminate_on_nan")
 
     def on_batch_end(self, step, logs):
         self._check(self.state.epoch, logs.get("loss"))
@@ -605,12 +690,17 @@ def _cell(value: Any) -> str:
 
 
 class LambdaCallback(Callback):
-    """A callback from plain functions, e.g. ``LambdaCallback(on_epoch_end=lambda e, l: ...)``."""
+    """A callback from plain functions, e.g. ``LambdaCallback(on_epoch_end=lambda e, l: ...)``.
+
+    ``adds_logs``: the names of values its ``on_epoch_end`` writes into the logs (see
+    :class:`Callback`)."""
 
     def __init__(self, on_train_begin: Callable | None = None,
                  on_epoch_begin: Callable | None = None, on_batch_end: Callable | None = None,
-                 on_epoch_end: Callable | None = None, on_train_end: Callable | None = None):
+                 on_epoch_end: Callable | None = None, on_train_end: Callable | None = None,
+                 adds_logs: Sequence[str] = ()):
         super().__init__()
+        self.adds_logs = tuple(adds_logs)
         for name, fn in (("on_train_begin", on_train_begin), ("on_epoch_begin", on_epoch_begin),
                          ("on_batch_end", on_batch_end), ("on_epoch_end", on_epoch_end),
                          ("on_train_end", on_train_end)):

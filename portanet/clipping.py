@@ -13,6 +13,18 @@ Three rules, from the bluntest to the gentlest on the gradient's direction:
 Scaling is written without a Python ``if`` on array values (that would read the norm back to the
 host): the factor ``min(1, c / (norm + 1e-6))`` is an array and multiplies every gradient.
 
+**A norm that is not finite cannot be clipped.** One ``inf`` entry makes the norm ``inf``, the
+factor ``0``, and ``inf * 0`` is NaN: ``[1, inf, -2]`` clips to ``[0, nan, -0]`` (torch's
+``clip_grad_norm_`` gives the same). So the norm rules report it, and each caller chooses:
+
+* ``error_if_nonfinite=True`` (as in torch) raises ``FloatingPointError`` naming the gradients
+  that hold NaN/Inf. That reads one boolean back to the host: for standalone use, not inside a
+  compiled step.
+* :func:`clip_gradients`, the optimizers' pipeline, returns a 0-d boolean array ``finite``
+  next to the clipped gradients; the optimizers then *skip the update on the device*
+  (``where(finite, new, old)`` for parameters and state), so a bad batch leaves the parameters
+  as they were, with no host read (portanet/optimizers/base.py).
+
 Examples:
     >>> import numpy as np
     >>> from portanet import clipping
@@ -32,9 +44,10 @@ from collections.abc import Mapping
 import array_api_compat as compat
 
 from ._typing import Array
-from .devices import namespace_of
+from .devices import namespace_of, to_numpy
 
-__all__ = ["clip_by_global_norm", "clip_by_norm", "clip_by_value", "global_norm", "norm"]
+__all__ = ["clip_by_global_norm", "clip_by_norm", "clip_by_value", "clip_gradients", "global_norm",
+           "norm"]
 
 _EPS = 1e-6
 """Added to the norm before dividing, as ``torch.nn.utils.clip_grad_norm_`` does: a zero
@@ -113,8 +126,44 @@ def clip_by_value(grads: Mapping[str, Array], clip_value: float) -> dict[str, Ar
     return out
 
 
-def clip_by_norm(grads: Mapping[str, Array], max_norm: float,
-                 norm_type: float = 2.0) -> dict[str, Array]:
+def _scale_each(grads: Mapping[str, Array], c: float,
+                norm_type: float) -> tuple[dict[str, Array], list[Array]]:
+    """Each array scaled to norm <= c, and the per-array norms (0-d arrays) before scaling."""
+    out, norms = {}, []
+    for name, g in grads.items():
+        xp = compat.array_namespace(g)
+        n = norm(g, norm_type)
+        out[name] = g * xp.clip(c / (n + _EPS), max=1.0)
+        norms.append(n)
+    return out, norms
+
+
+def _all_finite(values: list[Array]) -> Array:
+    """One 0-d boolean array: every value is finite (no host read)."""
+    xp = namespace_of(*values)
+    return xp.all(xp.isfinite(xp.stack(values)))
+
+
+def _raise_if_nonfinite(rule: str, grads: Mapping[str, Array], finite: Array,
+                        what: str) -> None:
+    """``error_if_nonfinite=True``: one host read of ``finite``; on failure a second read names
+    the gradients that hold NaN or Inf."""
+    if bool(finite):
+        return
+    xp = namespace_of(*grads.values())
+    flags = xp.stack([xp.all(xp.isfinite(g)) for g in grads.values()])
+    bad = [name for name, ok in zip(grads, to_numpy(flags).tolist(), strict=True) if not ok]
+    where = f"NaN or Inf entries in {bad}" if bad else \
+        "every entry is finite, but the norm overflows their dtype"
+    raise FloatingPointError(
+        f"{rule}: {what} is not finite ({where}), so it cannot be scaled to the limit "
+        "(the result would be NaN or zeros). Find where the gradient overflows (lower the "
+        "learning rate, check the inputs and the loss), or pass error_if_nonfinite=False and "
+        "check the norm yourself; the optimizers' clipping skips such a step on its own.")
+
+
+def clip_by_norm(grads: Mapping[str, Array], max_norm: float, norm_type: float = 2.0, *,
+                 error_if_nonfinite: bool = False) -> dict[str, Array]:
     """Scale each gradient array separately so that its own norm is at most ``max_norm``.
 
     Forward: ``g' = g * min(1, c / (||g|| + 1e-6))`` for each array ``g``.
@@ -123,38 +172,87 @@ def clip_by_norm(grads: Mapping[str, Array], max_norm: float,
         grads: {name: gradient array}.
         max_norm: c > 0.
         norm_type: p of the p-norm (2 by default, ``math.inf`` allowed).
+        error_if_nonfinite: raise ``FloatingPointError`` when an array's norm is NaN or Inf
+            (one host read). False: such an array comes back with NaN entries (as torch's),
+            e.g. ``[1, inf, -2] -> [0, nan, -0]``.
 
     Returns:
         A new dict of scaled arrays.
     """
     c = _check_max("max_norm", max_norm)
     norm_type = _check_norm_type(norm_type)
-    out = {}
-    for name, g in grads.items():
-        xp = compat.array_namespace(g)
-        factor = xp.clip(c / (norm(g, norm_type) + _EPS), max=1.0)
-        out[name] = g * factor
+    out, norms = _scale_each(grads, c, norm_type)
+    if error_if_nonfinite and norms:
+        _raise_if_nonfinite("clip_by_norm", grads, _all_finite(norms),
+                            f"the {norm_type:g}-norm of some gradient")
     return out
 
 
-def clip_by_global_norm(grads: Mapping[str, Array], max_norm: float,
-                        norm_type: float = 2.0) -> tuple[dict[str, Array], Array]:
+def clip_by_global_norm(grads: Mapping[str, Array], max_norm: float, norm_type: float = 2.0, *,
+                        error_if_nonfinite: bool = False) -> tuple[dict[str, Array], Array]:
     """Scale all gradients by one factor so that their global norm is at most ``max_norm``.
 
     Forward: ``N = ||(g_1, ..., g_n)||``, ``g'_k = g_k * min(1, c / (N + 1e-6))``. Matches
-    ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)``.
+    ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)``.
 
     Args:
         grads: {name: gradient array}, all on one device.
         max_norm: c > 0.
         norm_type: p of the p-norm (2 by default, ``math.inf`` allowed).
+        error_if_nonfinite: raise ``FloatingPointError`` when ``N`` is NaN or Inf (one host
+            read). False: every gradient is multiplied by ``c / inf = 0``, so finite entries
+            become 0 and infinite ones NaN (as torch's); check ``isfinite(total_norm)``.
 
     Returns:
         ``(clipped, total_norm)``: a new dict of scaled arrays, and the global norm before
         clipping as a 0-d array on the device (log it when you need it; reading it is a sync).
+
+    Examples:
+        >>> import math, numpy as np
+        >>> with np.errstate(invalid="ignore"):  # inf * 0: NumPy would warn
+        ...     clipped, total = clip_by_global_norm({"w": np.asarray([1.0, math.inf, -2.0])}, 1.0)
+        >>> clipped["w"].tolist(), float(total)
+        ([0.0, nan, -0.0], inf)
     """
     c = _check_max("max_norm", max_norm)
     total = global_norm(grads, norm_type)
+    if error_if_nonfinite:
+        xp = compat.array_namespace(total)
+        _raise_if_nonfinite("clip_by_global_norm", grads, xp.isfinite(total),
+                            f"the global {_check_norm_type(norm_type):g}-norm of the gradients")
     xp = compat.array_namespace(total)
     factor = xp.clip(c / (total + _EPS), max=1.0)
     return {name: g * factor for name, g in grads.items()}, total
+
+
+def clip_gradients(grads: Mapping[str, Array], *, clip_value: float | None = None,
+                   clip_norm: float | None = None, global_clip_norm: float | None = None
+                   ) -> tuple[Mapping[str, Array], Array | None]:
+    """The optimizers' clipping step: by value, then per-array norm, then global norm (each
+    where its limit is not None), and whether the norms were finite.
+
+    Returns:
+        ``(clipped, finite)``: ``finite`` is a 0-d boolean array on the gradients' device, False
+        when the last norm rule applied met a NaN/Inf norm (its result then holds NaN), or None
+        when no norm rule ran (value clipping alone maps +-inf to +-c and keeps NaN). Nothing is
+        read back to the host: the optimizer uses ``finite`` on the device to skip the step.
+
+    Examples:
+        >>> import math, numpy as np
+        >>> with np.errstate(invalid="ignore"):
+        ...     clipped, finite = clip_gradients({"w": np.asarray([1.0, math.inf, -2.0])},
+        ...                                      global_clip_norm=1.0)
+        >>> bool(finite)
+        False
+    """
+    finite = None
+    if clip_value is not None:
+        grads = clip_by_value(grads, clip_value)
+    if clip_norm is not None:
+        grads, norms = _scale_each(grads, _check_max("clip_norm", clip_norm), 2.0)
+        finite = _all_finite(norms) if norms else None
+    if global_clip_norm is not None and grads:
+        grads, total = clip_by_global_norm(grads, global_clip_norm)
+        # a NaN left by the per-array rule makes the global norm NaN too: one flag covers both
+        finite = compat.array_namespace(total).isfinite(total)
+    return grads, finite

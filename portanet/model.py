@@ -31,7 +31,7 @@ from typing import Any
 
 import array_api_compat as compat
 
-from . import io, losses, optimizers, training
+from . import io, losses, optimizers, plotting, training
 from ._typing import Array, Shape
 from .devices import namespace_of
 from .engine import Engine, check_jit_compile
@@ -45,7 +45,7 @@ from .layers.base import (
     serialize,
 )
 from .layers.chain import Chain
-from .random import fresh_seed
+from .random import Generator, fresh_seed
 
 __all__ = ["Sequential"]
 
@@ -87,6 +87,8 @@ class Sequential(Chain):
         self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.seed = fresh_seed() if seed is None else seed
         self.epoch = 0  # epochs trained so far (fit and checkpoints keep it)
+        self.fit_random: dict[str, Any] = {}  # what the last fit drew from (see random_state)
+        self._resume_random: dict[str, Any] | None = None  # a checkpoint's, for the next fit
         self._last_backprop = None
         self.engine = Engine(self, jit_compile)
         self.build(self.seed, (), dtype, None)
@@ -285,15 +287,6 @@ class Sequential(Chain):
         return self.engine.train_step(x, y, augment)
 
     # -- inspection ----------------------------------------------------------------------------
-    def _guess_input_shape(self) -> Shape | None:
-        first = self.layers[0] if self.layers else None
-        while first is not None and first.is_container:
-            kids = first.children()
-            first = kids[0][1] if kids else None
-        if first is not None and hasattr(first, "in_features"):
-            return (first.in_features,)
-        return getattr(self, "_seen_input_shape", None)
-
     def summary(self, input_shape: Shape | None = None, print_fn: Any = None) -> str:
         """A table of layers, output shapes and parameter counts, with the total.
 
@@ -305,15 +298,9 @@ class Sequential(Chain):
         Returns:
             The table as a string.
         """
-        shape = tuple(input_shape) if input_shape is not None else self._guess_input_shape()
-        rows = [("#", "layer", "output shape", "params")]
-        for i, layer in enumerate(self.layers):
-            if shape is not None:
-                shape = tuple(layer.output_shape(shape))
-                shown = str((None, *shape)).replace("None", "N")
-            else:
-                shown = "? (pass input_shape)"
-            rows.append((str(i), _describe(layer), shown, f"{layer.num_parameters:,}"))
+        rows = [("#", "layer", "output shape", "params")] + [
+            (row.index, row.label, row.shape_text, row.params_text)
+            for row in plotting.summary_rows(self, input_shape)]
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(widths) + 6)
         text = [f"{self.name or 'Sequential'} on {self.backend!r}, dtype {self.dtype}", line]
@@ -331,6 +318,13 @@ class Sequential(Chain):
         if print_fn is not None:
             print_fn(out)
         return out
+
+    def plot(self, path: Any = None, **kwargs: Any):
+        """A picture of the layers: boxes with output shapes and parameter counts, arrows for
+        the data flow, residual skips, framed containers (the rows of :meth:`summary`); see
+        :func:`portanet.plotting.plot_model`. Returns the matplotlib Figure; writes ``path``
+        (.png, .svg, .pdf by its suffix) when given."""
+        return plotting.plot_model(self, path, **kwargs)
 
     # -- moving and configuration ----------------------------------------------------------------
     def to(self, backend: Any, device: Any = None) -> Sequential:
@@ -370,6 +364,63 @@ class Sequential(Chain):
                    seed=config.get("seed"), dtype=config.get("dtype", "float32"),
                    name=config.get("name"), jit_compile=config.get("jit_compile", "auto"))
 
+    # -- random state (a checkpoint resumes exactly) --------------------------------------------
+    def _generators(self) -> dict[str, Generator]:
+        return {prefix + "generator": leaf.generator for prefix, leaf in self.named_leaves()
+                if isinstance(getattr(leaf, "generator", None), Generator)}
+
+    def random_state(self) -> dict[str, Any]:
+        """The state of every generator a training run draws from, for a checkpoint::
+
+            {"layers": {"2.generator": {"kind", "seed", "state"}, ...},   Dropout & co.
+             "fit": {"seed": 7, "augment": {"kind", "seed", "state"} or None}}
+
+        ``fit``'s seed is enough for its shuffles and validation split: every shuffle order is
+        a function of (seed, epoch). Its ``augment`` generator is the one a
+        ``pn.data.Augment`` drew from in the last ``fit``. One host read per generator.
+        """
+        augment = self.fit_random.get("augment")
+        generator = getattr(augment, "generator", None)
+        return {
+            "layers": {name: g.state_dict() for name, g in self._generators().items()},
+            "fit": {"seed": self.fit_random.get("seed"),
+                    "augment": generator.state_dict() if isinstance(generator, Generator)
+                    else None},
+        }
+
+    def load_random_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`random_state`: the layers' generators at once; ``fit``'s seed
+        and augmentation state wait for the next ``fit`` that resumes at ``initial_epoch ==
+        model.epoch`` (with ``seed=None`` it takes the saved seed).
+
+        Generators of another backend or device kind restart from their saved seeds instead
+        (see :meth:`portanet.random.Generator.load_state_dict`).
+
+        Raises:
+            ValueError: ``state`` does not have the shape above, or names generators this
+                model does not have.
+        """
+        if not isinstance(state, dict) or set(state) != {"layers", "fit"}:
+            raise ValueError("a model's random state is {'layers': ..., 'fit': ...} (from "
+                             f"model.random_state()), received {state!r:.200}.")
+        layers, run = state["layers"], state["fit"]
+        generators = self._generators()
+        if not isinstance(layers, dict) or set(layers) != set(generators):
+            names = sorted(layers) if isinstance(layers, dict) else layers
+            raise ValueError(f"the saved random state has generators {names!r:.200}, this "
+                             f"model has {sorted(generators)}.")
+        if not isinstance(run, dict) or set(run) != {"seed", "augment"}:
+            raise ValueError("the saved random state's 'fit' entry is {'seed': ..., "
+                             f"'augment': ...}}, received {run!r:.200}.")
+        seed = run["seed"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or seed < 0):
+            raise ValueError(f"the saved fit seed must be an int >= 0 or None, received "
+                             f"{seed!r}.")
+        for name, generator in generators.items():
+            generator.load_state_dict(layers[name])
+        self._resume_random = {"seed": seed, "augment": run["augment"]}
+
     # -- training and checkpoints: portanet.training and portanet.io (the floor below) ---------
     def fit(self, x: Array, y: Array, **kwargs: Any):
         """Train for several epochs; see :func:`portanet.training.fit`."""
@@ -398,20 +449,3 @@ class Sequential(Chain):
     def load_weights(self, path: Any, **kwargs: Any):
         """Load parameters saved by :meth:`save_weights`; see :func:`portanet.io.load_weights`."""
         return io.load_weights(self, path, **kwargs)
-
-
-def _describe(layer: Layer) -> str:
-    """A short row label: the class and its key arguments, e.g. "Dense(784 -> 10, relu)"."""
-    kind = type(layer).__name__
-    if layer.name:
-        return f"{layer.name} ({kind})"
-    if hasattr(layer, "in_features"):
-        act = getattr(layer, "activation", None)
-        return f"{kind}({layer.in_features} -> {layer.out_features}" + \
-            (f", {act.name})" if act is not None else ")")
-    if hasattr(layer, "hidden_size") and hasattr(layer, "input_size"):
-        return f"{kind}({layer.input_size} -> {layer.hidden_size})"
-    if hasattr(layer, "in_channels"):
-        k = layer.kernel_size
-        return f"Conv2D({layer.in_channels} -> {layer.out_channels}, {k[0]}x{k[1]})"
-    return layer.kind

@@ -84,6 +84,49 @@ class Generator:
         """Continue from ``state`` (a key from :meth:`get_state`, possibly a later one)."""
         self.backend.adapter.set_generator_state(self._native, state)
 
+    # -- saving and restoring (checkpoints resume exactly) -----------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue these draws: ``{"kind", "seed", "state"}``.
+
+        ``state`` is a NumPy uint8 copy of the native generator's state (40 bytes for NumPy's
+        PCG64, 5056 for torch's CPU Mersenne Twister, 8 for a JAX key); ``kind`` says what the
+        bytes mean. One host read; call it between steps, not inside one.
+        """
+        adapter = self.backend.adapter
+        return {"kind": adapter.generator_kind(self._native), "seed": self.seed,
+                "state": adapter.generator_bytes(self._native)}
+
+    def load_state_dict(self, saved: Any) -> bool:
+        """Continue from ``saved`` (a :meth:`state_dict`, e.g. read from a checkpoint).
+
+        Where the saved kind is this generator's (same backend, same kind of device) the next
+        draws are exactly those the saved generator would have made, and this returns True.
+        Another kind's bytes mean nothing here: the generator restarts from the saved seed
+        instead (a valid stream, not the same one) and this returns False.
+
+        Raises:
+            ValueError: ``saved`` is not a state dict, or its bytes do not fit its kind.
+        """
+        if not isinstance(saved, dict) or set(saved) != {"kind", "seed", "state"}:
+            keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError("a generator state is a dict with keys ['kind', 'seed', 'state'] "
+                             f"(from Generator.state_dict()), received {keys}.")
+        seed = saved["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"a generator state's seed must be an int >= 0, received {seed!r}.")
+        adapter = self.backend.adapter
+        if saved["kind"] == adapter.generator_kind(self._native):
+            try:
+                adapter.restore_generator(self._native, saved["state"])
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"the saved {saved['kind']} generator state does not fit: "
+                                 f"{err}") from None
+            self.seed = seed
+            return True
+        self.seed = seed
+        self._native = adapter.generator(seed, self.backend.device)
+        return False
+
     def _float_dtype(self, dtype: Any):
         resolved = resolve_dtype(self.backend.xp, dtype)
         if resolved not in (self.backend.xp.float32, self.backend.xp.float64):

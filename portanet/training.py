@@ -4,13 +4,17 @@ k-fold cross-validation. ``Sequential.fit(...)`` etc. call these.
 How ``fit`` keeps the device busy (DESIGN.md rule 4):
 
 * The data moves to the model's backend and device **once**, cast to the model's dtype.
-* Each epoch draws one permutation on the device (``pn.random.Generator``), gathers the data
-  with one ``xp.take``, and every batch is then a slice of that: no index crosses to the host.
+* Each epoch draws one permutation on the device (``pn.random.Generator``, seeded from
+  (seed, epoch)), gathers the data with one ``xp.take``, and every batch is then a slice of
+  that: no index crosses to the host.
 * Each step's loss stays on the device. The loop adds it to a running sum (a device op, no
   read) and keeps the 0-d arrays; the sum is read **once per epoch** (and every
   ``progress_every`` steps when a progress bar shows it). Only when that sum is not finite are
   the per-step losses read, once, to say at which step training diverged.
 * Validation runs batched forward passes and reads the loss and every metric in one transfer.
+* An epoch whose loss is NaN or Inf stops training with a warning and rolls the model back to
+  the end of the last finite epoch (``on_nonfinite``). That needs the state of that epoch: one
+  on-device copy of the parameters, buffers and optimizer slots per epoch, no host read.
 
 Examples:
     >>> import portanet as pn
@@ -31,7 +35,9 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +59,15 @@ from .callbacks import (
 from .data._util import as_numeric, host_labels, nonfinite_rows, take_rows
 from .data.batching import BatchIterator, kfold_indices, train_test_split
 from .devices import resolve_dtype, to_backend, to_numpy
-from .random import Generator, fresh_seed
+from .engine.state import StateLayout, TrainState
+from .optimizers.base import OptState
+from .random import fresh_seed
 
 __all__ = [
+    "ON_NONFINITE",
     "CrossValidationResult",
     "History",
+    "NonFiniteLossWarning",
     "cross_validate",
     "evaluate",
     "fit",
@@ -67,6 +77,13 @@ __all__ = [
 ]
 
 DEFAULT_EVAL_BATCH = 1024
+
+ON_NONFINITE = ("restore", "stop", "continue")
+"""What ``fit`` does after an epoch whose loss is NaN or Inf (it warns in every case)."""
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """``fit`` met a training loss that is NaN or Inf (the message says where and what to try)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,12 +104,18 @@ def _takes_ids(model: Any) -> bool:
     return bool(layers) and getattr(layers[0], "integer_input", False)
 
 
-def to_model(model: Any, a: Any, name: str, role: str = "x") -> Array:
+def to_model(model: Any, a: Any, name: str, role: str = "x", *, check: bool = False,
+             purpose: str = "training") -> Array:
     """``a`` (NumPy, a list, or any backend's array) on the model's backend and device.
 
     Inputs (``role="x"``) and float targets are cast to the model's dtype (token ids for a
     model starting with an Embedding stay integers, as int64); integer and boolean targets
     become int64 class ids. This is the one host-to-device copy of a ``fit`` call.
+
+    ``check=True`` refuses float inputs that hold NaN or Inf, and float inputs or targets with
+    finite values that the model's dtype cannot hold (1e39 in float32 would become inf), before
+    the cast (:func:`_check_values`: one read); ``purpose`` ("training", "evaluation") ends the
+    message.
     """
     target = _model_backend(model)
     if a is None:
@@ -116,18 +139,60 @@ def to_model(model: Any, a: Any, name: str, role: str = "x") -> Array:
         return a if a.dtype == xp.int64 else xp.astype(a, xp.int64)
     # inputs and float targets take the model's dtype; class ids become int64
     want = resolve_dtype(xp, _model_dtype(model)) if role == "x" or floating else xp.int64
+    if check and floating and (role == "x" or _narrows(xp, a.dtype, want)):
+        # float targets' NaN/Inf are the loss's check (check_targets); here only the cast's
+        _check_values(a, name, want, purpose)
     return a if a.dtype == want else xp.astype(a, want)
 
 
+def _narrows(xp: Any, source: Any, target: Any) -> bool:
+    """Whether casting float dtype ``source`` to ``target`` can overflow (float64 -> float32)."""
+    return xp.isdtype(target, "real floating") and xp.finfo(source).max > xp.finfo(target).max
+
+
+def _check_values(a: Array, name: str, dtype: Any, purpose: str) -> None:
+    """Refuse NaN/Inf, and finite values beyond ``dtype``'s range, in ``a`` (before the cast).
+
+    One read: ``max |a|`` is NaN if any entry is NaN (the standard's ``max`` propagates NaN),
+    Inf if any is infinite, and above ``finfo(dtype).max`` if a finite value would overflow
+    the cast. Only on failure are the bad rows counted (a second read).
+    """
+    xp = compat.array_namespace(a)
+    if math.prod(a.shape) == 0:
+        return  # no values (an empty x is refused by the sample-count check)
+    peak = float(xp.max(xp.abs(a)))
+    samples = a.shape[0]
+    if not math.isfinite(peak):
+        count, first = nonfinite_rows(a)
+        raise ValueError(f"{name} contains NaN or Inf in {count} of {samples} samples (first "
+                         f"at index {first}). Remove or impute them before {purpose}.")
+    limit = float(xp.finfo(dtype).max)
+    if peak > limit:
+        rows = xp.any(xp.reshape(xp.abs(a) > limit, (samples, -1)), axis=1)
+        count, first = (int(v) for v in to_numpy(xp.stack(
+            [xp.sum(xp.astype(rows, xp.int64)), xp.argmax(xp.astype(rows, xp.int64))])))
+        kind = "inputs" if name.endswith("x") else "targets"
+        raise ValueError(
+            f"{name} has values up to {peak:.3g} that overflow {_dtype_name(dtype)} (max "
+            f"{limit:.3g}) in {count} of {samples} samples (first at index {first}); scale the "
+            f"{kind} (e.g. pn.data.StandardScaler) or build the model with dtype='float64'.")
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``float32`` for every library's dtype (NumPy's and JAX's are classes, with a name)."""
+    return getattr(dtype, "__name__", None) or str(dtype).rsplit(".", 1)[-1]
+
+
 def _check_finite(a: Array, name: str) -> None:
-    """Refuse NaN/Inf inputs before training (one read of one boolean per array)."""
+    """Refuse NaN/Inf values (one read of one boolean): the targets' check of a loss that has
+    no ``check_targets`` of its own."""
     xp = compat.array_namespace(a)
     if not xp.isdtype(a.dtype, "real floating"):
         return
     if not bool(xp.all(xp.isfinite(a))):
         count, first = nonfinite_rows(a)
         raise ValueError(f"{name} contains NaN or Inf in {count} of {a.shape[0]} samples "
-                         f"(first at index {first}). Remove or impute them before training.")
+                         f"(first at index {first}). Remove or impute them.")
 
 
 def _check_pair(x: Array, y: Array, what: str) -> int:
@@ -141,11 +206,20 @@ def _check_pair(x: Array, y: Array, what: str) -> int:
 
 def _num_outputs(model: Any, x: Array) -> int | None:
     """The model's output width for inputs like ``x``; its shape errors (e.g. "Dense expected
-    input with 64 features, received per-sample shape (63,)") are raised here, before training."""
+    input with 64 features, received per-sample shape (63,)") are raised here, before training,
+    evaluation or prediction. A 1-D ``x`` is N samples of shape (): the error says how to pass
+    one sample instead."""
     shape_of = getattr(model, "output_shape", None)
     if shape_of is None:
         return None
-    shape = tuple(shape_of(tuple(x.shape[1:])))
+    try:
+        shape = tuple(shape_of(tuple(x.shape[1:])))
+    except ValueError as err:
+        if x.ndim != 1:
+            raise
+        raise ValueError(f"{err} x has shape {tuple(x.shape)}: axis 0 is the sample axis, so "
+                         f"it reads as {x.shape[0]} samples of shape (). For one sample, add "
+                         "the sample axis: x[None, :] (or x.reshape(1, -1)).") from None
     return int(shape[-1]) if shape else None
 
 
@@ -198,8 +272,13 @@ def _to_classes(proba: Array) -> Array:
 
 
 def predict(model: Any, x: Any, batch_size: int | None = DEFAULT_EVAL_BATCH) -> Array:
-    """The model's raw outputs for ``x`` (moved to the model's device first), in batches."""
-    return model.predict(to_model(model, x, "x"), batch_size=batch_size)
+    """The model's raw outputs for ``x`` (moved to the model's device first), in batches.
+
+    ``x`` must have the model's per-sample shape after the sample axis (the shape error is
+    the one ``evaluate`` and ``fit`` give, raised before any forward pass)."""
+    x = to_model(model, x, "x")
+    _num_outputs(model, x)  # shape metadata only: nothing is read from the device
+    return model.predict(x, batch_size=batch_size)
 
 
 def predict_proba(model: Any, x: Any, batch_size: int | None = DEFAULT_EVAL_BATCH) -> Array:
@@ -273,24 +352,30 @@ def _metric_list(metrics: Any) -> list[metrics_module.Metric]:
 
 
 def evaluate(model: Any, x: Any, y: Any, metrics: Any = None,
-             batch_size: int | None = DEFAULT_EVAL_BATCH) -> dict[str, float]:
+             batch_size: int | None = DEFAULT_EVAL_BATCH,
+             check_inputs: bool = True) -> dict[str, float]:
     """Loss and metrics of the model on (x, y), as Python floats.
 
     The forward passes run in evaluation mode (Dropout off, BatchNorm on running statistics)
     in batches of ``batch_size``; the loss (plus any regularization penalty, as in training)
-    and all metrics reach the host in one transfer, after one check of the targets' values.
+    and all metrics reach the host in one transfer, after the checks ``fit`` makes.
 
     Args:
         x, y: inputs and targets (NumPy, lists or any backend; moved to the model's device).
         metrics: names or functions (see :func:`portanet.metrics.get`), e.g.
             ``["accuracy", "f1_macro"]``.
+        check_inputs: refuse NaN/Inf inputs, values that overflow the model's dtype, inputs
+            of the wrong shape and targets outside the loss's range, as ``fit`` does (a few
+            reads of the whole arrays). False skips the value checks.
 
     Returns:
         {"loss": ..., "accuracy": ..., ...}.
     """
-    x, y = to_model(model, x, "x"), to_model(model, y, "y", role="y")
+    x = to_model(model, x, "x", check=check_inputs, purpose="evaluation")
+    y = to_model(model, y, "y", role="y", check=check_inputs, purpose="evaluation")
     _check_pair(x, y, "evaluate")
-    _check_targets(model, x, y)  # the targets' range, once (one read) before the forward passes
+    if check_inputs:
+        _check_targets(model, x, y)  # shapes, then the targets' range: one read
     return _evaluate_on_device(model, x, y, _metric_list(metrics), batch_size)
 
 
@@ -314,7 +399,7 @@ class _FitData:
 
 def _check_fit_arguments(model: Any, epochs: int, initial_epoch: int, batch_size: int,
                          verbose: int, progress_every: int | None,
-                         validation_split: float) -> None:
+                         validation_split: float, on_nonfinite: str = "restore") -> None:
     """Every argument error before any data moves."""
     if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
         raise ValueError("fit needs a model with a loss and an optimizer; create it with "
@@ -333,20 +418,29 @@ def _check_fit_arguments(model: Any, epochs: int, initial_epoch: int, batch_size
     if not (isinstance(validation_split, (int, float)) and 0.0 <= validation_split < 1.0):
         raise ValueError(f"validation_split must be a fraction in [0, 1), received "
                          f"{validation_split!r}.")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {', '.join(map(repr, ON_NONFINITE))}, "
+                         f"received {on_nonfinite!r}.")
 
 
 def _prepare_data(model: Any, x: Any, y: Any, validation_data: Any, validation_split: float,
                   seed: int, check_inputs: bool) -> _FitData:
-    """Step 1: the data onto the model's device (once), the validation part, the checks."""
-    x, y = to_model(model, x, "x"), to_model(model, y, "y", role="y")
+    """Step 1: the data onto the model's device (once), the validation part, the checks.
+
+    The values are checked before the cast to the model's dtype (NaN/Inf, and what the cast
+    would overflow) and on the whole ``x`` (an index in the message is an index into it); the
+    targets' range is checked on each part."""
+    x = to_model(model, x, "x", check=check_inputs)
+    y = to_model(model, y, "y", role="y", check=check_inputs)
     _check_pair(x, y, "fit")
     data = _FitData(x, y)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val), received "
                              f"{type(validation_data).__name__}.")
-        data.x_val = to_model(model, validation_data[0], "validation x")
-        data.y_val = to_model(model, validation_data[1], "validation y", role="y")
+        data.x_val = to_model(model, validation_data[0], "validation x", check=check_inputs)
+        data.y_val = to_model(model, validation_data[1], "validation y", role="y",
+                              check=check_inputs)
         _check_pair(data.x_val, data.y_val, "validation_data")
     elif validation_split > 0.0:
         n = x.shape[0]
@@ -356,12 +450,54 @@ def _prepare_data(model: Any, x: Any, y: Any, validation_data: Any, validation_s
         data.x, data.x_val, data.y, data.y_val = train_test_split(
             x, y, test_size=float(validation_split), seed=seed)
     if check_inputs:
-        _check_finite(data.x, "x")
         _check_targets(model, data.x, data.y)
         if data.x_val is not None:
-            _check_finite(data.x_val, "validation x")
             _check_targets(model, data.x_val, data.y_val)
     return data
+
+
+_LOOP_KEYS = ("lr", "time", "samples_per_second")
+"""What the loop itself logs after the scores, every epoch."""
+
+
+def _logged_keys(metric_list: list, train_metrics: bool, validation: bool) -> tuple[str, ...]:
+    """The keys of every epoch's logs, in order (callbacks check their monitors against them)."""
+    names = [m.name for m in metric_list]
+    return ("loss", *(names if train_metrics else ()),
+            *(("val_loss", *(f"val_{n}" for n in names)) if validation else ()), *_LOOP_KEYS)
+
+
+def _scored_keys(keys: tuple[str, ...]) -> list[str]:
+    """The keys :func:`_validate` fills: the training metrics and the validation scores."""
+    return [k for k in keys if k != "loss" and k not in _LOOP_KEYS]
+
+
+def _continue_random(model: Any, seed: int | None, initial_epoch: int, augment: Any) -> int:
+    """Step 0: this run's seed, and where its generators continue from.
+
+    A fit that continues a run (``initial_epoch == model.epoch > 0``) with ``seed=None`` takes
+    that run's seed: from the checkpoint the model was loaded from (``model.load_random_state``)
+    or from the model's own last fit. Its shuffles and validation split are functions of the
+    seed, so they continue exactly. A checkpoint's augmentation state goes into ``augment``'s
+    generator (a ``pn.data.Augment``). The layers' generators (Dropout) live in the model and
+    continue by themselves. This run's seed and augment are recorded in ``model.fit_random``,
+    which checkpoints save.
+    """
+    loaded = getattr(model, "_resume_random", None)
+    own = getattr(model, "fit_random", None) or {}
+    continuing = initial_epoch > 0 and initial_epoch == getattr(model, "epoch", None)
+    if continuing and seed is None:
+        seed = (loaded or own).get("seed")
+    seed = fresh_seed() if seed is None else seed
+    threaded = augment if hasattr(augment, "ensure_generator") else None
+    if continuing and loaded and loaded.get("augment") is not None and threaded is not None:
+        backend = _model_backend(model)
+        threaded.ensure_generator(backend.name, backend.device).load_state_dict(
+            loaded["augment"])
+    if hasattr(model, "fit_random"):
+        model._resume_random = None  # a checkpoint's state continues one run, once
+        model.fit_random = {"seed": seed, "augment": threaded}
+    return seed
 
 
 class _Epoch:
@@ -375,9 +511,16 @@ class _Epoch:
         # per-sample sum: mean losses are weighted by their batch size
         self.weight_by_size = getattr(model.loss, "reduction", "mean") == "mean"
         self.step_losses: list[Array] = []
+        self._first_bad: tuple[int, int | None] | None = None  # (steps read, answer)
 
     def nonfinite_step(self) -> int | None:
-        """Index of the first step of this epoch whose loss is NaN/Inf (one transfer)."""
+        """Index of the first step of this epoch whose loss is NaN/Inf (one transfer; asked
+        again with no new step, e.g. by TerminateOnNaN and then by fit, it reads nothing)."""
+        if self._first_bad is None or self._first_bad[0] != len(self.step_losses):
+            self._first_bad = (len(self.step_losses), self._find_nonfinite_step())
+        return self._first_bad[1]
+
+    def _find_nonfinite_step(self) -> int | None:
         if not self.step_losses:
             return None
         xp = compat.array_namespace(self.step_losses[0])
@@ -391,6 +534,7 @@ class _Epoch:
         """Train on every batch; returns {"loss", "time", "samples_per_second"}."""
         start = time.perf_counter()
         self.step_losses.clear()
+        self._first_bad = None
         total, seen = None, 0
         steps = len(self.batches)
         for step, (xb, yb) in enumerate(self.batches):
@@ -431,6 +575,86 @@ def _validate(model: Any, data: _FitData, metric_list: list, train_metrics: bool
     return logs
 
 
+class _NonFiniteGuard:
+    """Step 4: what ``fit`` does when an epoch's loss is NaN or Inf (``on_nonfinite``).
+
+    * "restore" (the default): warn, stop, and roll the model back to its parameters, buffers
+      and optimizer state (slots and step count) as they were at the end of the last finite
+      epoch, or before training when the first epoch diverged. To have them, :meth:`keep`
+      copies that state after every finite epoch: one device copy, no host read. The copy is
+      needed because the in-place optimizer path writes into the very arrays the model holds.
+    * "stop": warn and stop; the parameters stay as the diverged epoch left them.
+    * "continue": warn (once) and train on.
+
+    The random generators are not rolled back: a retry draws new dropout masks and shuffles.
+    """
+
+    def __init__(self, model: Any, policy: str, state: TrainingState, initial_epoch: int):
+        self.model, self.policy, self.state = model, policy, state
+        restorable = policy == "restore" and hasattr(model, "named_leaves")
+        self.layout = StateLayout(model) if restorable else None
+        self.kept: TrainState | None = None
+        self.kept_epoch = initial_epoch  # the number of epochs behind the kept state
+        self.restored = False
+        self.warned = False
+
+    def keep(self, epochs_done: int) -> None:
+        """Copy the model's current state (after ``epochs_done`` epochs) as the fallback."""
+        if self.layout is None:
+            return
+        state = self.layout.gather(self.model.optimizer)
+        self.kept = TrainState(_copies(state.params),
+                               OptState(state.opt.step, _copies(state.opt.slots)),
+                               _copies(state.buffers), {})
+        self.kept_epoch = epochs_done
+
+    def diverged(self, epoch: int, loss: float, step: int | None, lr: float) -> None:
+        """The loss of ``epoch`` is ``loss`` (NaN or Inf): warn, then stop or restore."""
+        if self.warned and self.policy == "continue":
+            return
+        steps = self.state.steps_per_epoch
+        where = f", first at step {step + 1} of {steps}" if step is not None else \
+            " (every step's loss was finite; their sum overflowed)"
+        if self.policy == "continue":
+            done = "Training continues (on_nonfinite='continue'); the parameters may hold NaN " \
+                "or Inf."
+        elif self.layout is not None and self.kept is not None:
+            self.layout.scatter(self.kept, self.model.optimizer)  # the copies become the model's
+            self.kept, self.restored = None, True
+            when = f"at the end of epoch {self.kept_epoch}" if self.kept_epoch else \
+                "before training"
+            done = (f"Training stopped, and the model's parameters, buffers and optimizer "
+                    f"state are back to what they were {when} (on_nonfinite='restore'; "
+                    "'stop' keeps the diverged ones).")
+        else:
+            done = ("Training stopped; the parameters may hold NaN or Inf "
+                    f"(on_nonfinite={self.policy!r}).")
+        message = (f"fit: the training loss became {loss} in epoch {epoch + 1}{where}. {done} "
+                   f"Lower the learning rate (it was {lr:.3g}), clip the gradients (e.g. "
+                   "global_clip_norm=1.0 on the optimizer), or check the inputs and targets "
+                   "for extreme values.")
+        if self.policy != "continue" and not self.state.stop:
+            self.state.stop = True
+            self.state.stop_reason, self.state.stop_message = "nonfinite_loss", message
+        self.warned = True
+        warnings.warn(message, NonFiniteLossWarning, stacklevel=_caller_stacklevel())
+
+
+def _copies(arrays: dict) -> dict:
+    """A copy of every array in a (nested) dict, on its device."""
+    return {k: _copies(v) if isinstance(v, dict) else compat.array_namespace(v).asarray(
+        v, copy=True) for k, v in arrays.items()}
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside portanet (the user's
+    ``model.fit(...)`` line, however many portanet frames lie between)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "portanet":
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 @contextlib.contextmanager
 def _jit_compile_for_this_call(model: Any, jit_compile: Any):
     """``fit(..., jit_compile=...)`` overrides the model's setting for the call only."""
@@ -452,12 +676,14 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         metrics: Any = None, train_metrics: bool = False, seed: int | None = None,
         initial_epoch: int = 0, augment: Callable[[Array], Array] | None = None,
         progress_every: int | None = None, eval_batch_size: int | None = DEFAULT_EVAL_BATCH,
-        check_inputs: bool = True, jit_compile: Any = None) -> History:
+        check_inputs: bool = True, jit_compile: Any = None,
+        on_nonfinite: str = "restore") -> History:
     """Train ``model`` on (x, y) for ``epochs`` epochs of mini-batch steps.
 
     The loop, in named steps: check the arguments; prepare the data (onto the device once,
     split off the validation part, check values); then for each epoch run the batches
-    (:class:`_Epoch`), validate (:func:`_validate`) and call the callbacks, which may stop it.
+    (:class:`_Epoch`), validate (:func:`_validate`), call the callbacks, which may stop it,
+    and act on a NaN/Inf loss (:class:`_NonFiniteGuard`).
 
     Args:
         model: a model with ``train_step``, ``loss`` and ``optimizer`` (``pn.Sequential``).
@@ -477,7 +703,10 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             ``val_<name>``), and on the training data when ``train_metrics``.
         train_metrics: also compute ``metrics`` on the training data after each epoch (one
             extra forward pass over it).
-        seed: seed of the shuffles and the validation split (None: fresh entropy).
+        seed: seed of the shuffles and the validation split. None: fresh entropy, or, when
+            the fit continues a run (``initial_epoch == model.epoch``, e.g. a model loaded
+            from a checkpoint), that run's seed, so the resumed run equals the uninterrupted
+            one (see :func:`_continue_random`).
         initial_epoch: epoch to start at (to resume from a checkpoint's ``epoch``).
         augment: applied to each input batch on the device. A ``pn.data.Augment`` runs
             inside the (compiled) step, its random keys threaded through it; any other
@@ -485,25 +714,36 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         progress_every: read the running loss every this many steps for the progress display
             and TerminateOnNaN (default: ~10 times per epoch when verbose=1, else never).
         eval_batch_size: batch size of the validation forward passes.
-        check_inputs: check x and y for NaN/Inf and the targets for the loss's range once
-            before training (a few reads of the whole arrays).
+        check_inputs: check x and y for NaN/Inf, for values that overflow the model's dtype,
+            and the targets for the loss's range once before training (a few reads of the
+            whole arrays).
         jit_compile: "auto", True or False for this call (None: the model's setting; see
             :mod:`portanet.engine`).
+        on_nonfinite: what to do after an epoch whose training loss is NaN or Inf. Every
+            choice warns (:class:`NonFiniteLossWarning`: the epoch, the first bad step, what
+            to try). "restore" (default): stop, and put back the parameters, buffers and
+            optimizer state of the end of the last finite epoch (or of the start, when the
+            first epoch diverged); it costs one on-device copy of that state per epoch.
+            "stop": stop and keep the diverged weights. "continue": train on.
+            ``history.stop_reason`` is then "nonfinite_loss" (unless a callback, e.g.
+            TerminateOnNaN, stopped first) and ``model.epoch`` counts the epochs behind the
+            weights the model holds.
 
     Returns:
-        A :class:`History`: ``history.history["loss"]`` etc., one float per epoch.
+        A :class:`History`: ``history.history["loss"]`` etc., one float per epoch (a diverged
+        epoch included, with NaN for the validation values it skipped); ``stop_reason`` and
+        ``stop_message`` say why training ended early.
     """
     _check_fit_arguments(model, epochs, initial_epoch, batch_size, verbose, progress_every,
-                         validation_split)
-    seed = fresh_seed() if seed is None else seed
+                         validation_split, on_nonfinite)
+    seed = _continue_random(model, seed, initial_epoch, augment)
     metric_list = _metric_list(metrics)
     data = _prepare_data(model, x, y, validation_data, validation_split, seed, check_inputs)
 
-    backend = _model_backend(model)
-    generator = Generator(seed, backend=backend.name, device=backend.device) \
-        if shuffle is True else None
-    batches = BatchIterator(data.x, data.y, batch_size=batch_size, shuffle=shuffle,
-                            generator=generator, seed=seed, start_epoch=initial_epoch)
+    # every epoch's order is a function of (seed, epoch), in each shuffle mode: a resumed run
+    # shuffles as if it had never stopped
+    batches = BatchIterator(data.x, data.y, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                            start_epoch=initial_epoch)
     if progress_every is None and verbose == 1:
         progress_every = _auto_progress_every(len(batches))
     epoch_run = _Epoch(model, batches, augment, progress_every)
@@ -511,11 +751,17 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     history = History()
     progress = ProgressBar(verbose) if verbose else None
     chain = CallbackList([*(callbacks or []), history, *([progress] if progress else [])])
+    validation = data.x_val is not None
+    keys = _logged_keys(metric_list, train_metrics, validation)
     state = TrainingState(epochs=epochs, steps_per_epoch=len(batches),
-                          nonfinite_step=epoch_run.nonfinite_step)
+                          nonfinite_step=epoch_run.nonfinite_step,
+                          has_validation=validation, log_keys=keys)
     chain.set_context(model, state)
+    guard = _NonFiniteGuard(model, on_nonfinite, state, initial_epoch)
     model.train(True)
-    chain.on_train_begin({})
+    chain.on_train_begin({})  # callbacks check their settings against state here
+    if epochs > initial_epoch:
+        guard.keep(initial_epoch)  # the state training starts from
     with _jit_compile_for_this_call(model, jit_compile):
         for epoch in range(initial_epoch, epochs):
             state.epoch = epoch
@@ -523,16 +769,24 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             lr = current_learning_rate(model.optimizer)
             ran = epoch_run.run(chain, state)
             logs: dict[str, Any] = {"loss": ran["loss"]}
-            if math.isfinite(ran["loss"]):
+            finite = math.isfinite(ran["loss"])
+            if finite:
                 logs.update(_validate(model, data, metric_list, train_metrics,
                                       eval_batch_size))
+            else:  # NaN weights score nothing: the epoch still logs every key, as NaN
+                logs.update(dict.fromkeys(_scored_keys(keys), math.nan))
             logs.update(lr=lr, time=ran["time"], samples_per_second=ran["samples_per_second"])
             chain.on_epoch_end(epoch, logs)
+            if not finite:
+                guard.diverged(epoch, ran["loss"], epoch_run.nonfinite_step(), lr)
+            elif epoch + 1 < epochs and not state.stop:
+                guard.keep(epoch + 1)
             if state.stop:
                 break
     model.train(False)
     chain.on_train_end({})
-    model.epoch = state.epoch + 1 if epochs > initial_epoch else initial_epoch
+    model.epoch = guard.kept_epoch if guard.restored else \
+        state.epoch + 1 if epochs > initial_epoch else initial_epoch
     return history
 
 

@@ -18,6 +18,7 @@ import portanet as pn
 from portanet import callbacks as cb
 from portanet import data, io, layers, optimizers
 from portanet.model import Sequential
+from portanet.training import NonFiniteLossWarning
 
 X, Y = data.make_spiral(n_samples=60, seed=0)
 BATCH = 20  # 3 steps per epoch; the model and batch shapes of test_training.py (JAX compiles
@@ -36,6 +37,7 @@ class Script(cb.Callback):
     def __init__(self, values, key="val_loss"):
         super().__init__()
         self.values, self.key = list(values), key
+        self.adds_logs = (key,)  # so that a callback monitoring it passes on_train_begin
 
     def on_epoch_end(self, epoch, logs):
         logs[self.key] = self.values[epoch]
@@ -90,7 +92,8 @@ def test_early_stopping_restores_best_weights(backend):
     history = _fit(_model(), [Script(val), snaps, stopper], epochs=7)
     assert stopper.best_epoch == 2 and stopper.stopped_epoch == 5
     assert history.epoch == [0, 1, 2, 3, 4, 5]  # epoch 6 (val 0.6) never ran
-    assert "EarlyStopping" in history.stop_reason and "epoch 3" in history.stop_reason
+    assert history.stop_reason == "early_stopping"
+    assert "EarlyStopping" in history.stop_message and "epoch 3" in history.stop_message
     for name, value in _model_params(stopper.model).items():
         np.testing.assert_array_equal(value, snaps.params[2][name])
 
@@ -106,8 +109,8 @@ def test_early_stopping_min_delta_mode_and_baseline():
     assert history.epoch == [0, 1]  # +0.03 is not an improvement of more than 0.05
     stopper = cb.EarlyStopping(monitor="loss", patience=0, baseline=1e-9)
     assert len(_fit(_model(), [stopper], epochs=3).epoch) == 1
-    with pytest.raises(ValueError, match=r"EarlyStopping monitors 'val_loss', but the epoch logs "
-                                         r"only have \['loss', 'lr', .*Pass validation data"):
+    with pytest.raises(ValueError, match=r"EarlyStopping monitors 'val_loss', but fit will log "
+                                         r"only \['loss', 'lr', .*Pass validation data"):
         _fit(_model(), [cb.EarlyStopping()], epochs=1)
     with pytest.raises(ValueError, match="patience must be an int >= 0, received -1"):
         cb.EarlyStopping(patience=-1)
@@ -187,9 +190,11 @@ def test_terminate_on_nan_names_epoch_and_step(backend):
     model = _model()
     _PoisonAt(model, epoch=1, step=2, steps_per_epoch=3)
     stop = cb.TerminateOnNaN()
-    history = _fit(model, [stop], epochs=5)
+    with pytest.warns(NonFiniteLossWarning):  # fit's own check speaks too
+        history = _fit(model, [stop], epochs=5)
     assert (stop.epoch, stop.step) == (1, 2)
-    assert "at epoch 2, step 3 of 3" in history.stop_reason
+    assert history.stop_reason == "terminate_on_nan"
+    assert "at epoch 2, step 3 of 3" in history.stop_message
     assert len(history["loss"]) == 2 and math.isnan(history["loss"][1])
 
 
@@ -197,7 +202,8 @@ def test_terminate_on_nan_mid_epoch_with_progress_reads(backend):
     model = _model()
     poison = _PoisonAt(model, epoch=0, step=0, steps_per_epoch=3)
     stop = cb.TerminateOnNaN()
-    _fit(model, [stop], epochs=2, progress_every=1)
+    with pytest.warns(NonFiniteLossWarning):
+        _fit(model, [stop], epochs=2, progress_every=1)
     assert (stop.epoch, stop.step) == (0, 0) and poison.count == 1  # stopped after step 1
 
 
@@ -206,11 +212,12 @@ def test_real_divergence_is_caught():
     model = Sequential([layers.Dense(1, 8, activation="relu"), layers.Dense(8, 1)],
                        loss="mean_squared_error", optimizer=optimizers.SGD(1e6), seed=0)
     stop = cb.TerminateOnNaN()
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), pytest.warns(NonFiniteLossWarning):
         history = model.fit(x * 100, y, epochs=20, batch_size=BATCH, verbose=0, seed=0,
                             callbacks=[stop])
     assert stop.epoch is not None and len(history.epoch) == stop.epoch + 1 < 20
-    assert "TerminateOnNaN: the training loss became" in history.stop_reason
+    assert history.stop_reason == "terminate_on_nan"
+    assert "TerminateOnNaN: the training loss became" in history.stop_message
 
 
 def test_csv_logger(backend, tmp_path):
@@ -284,3 +291,93 @@ def test_callback_list_rejects_other_objects():
     with pytest.raises(TypeError, match="callbacks must be portanet.callbacks.Callback "
                                         "instances, received 'nope'"):
         _fit(_model(), ["nope"], epochs=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings that cannot work fail in on_train_begin, not after a whole epoch
+# ---------------------------------------------------------------------------------------------
+class _NoStep:
+    """A model whose train_step fails the test: the error must come before any step."""
+
+    def __init__(self, model):
+        self.step_fn = model.train_step
+        model.train_step = self
+
+    def __call__(self, x, y):
+        raise AssertionError("a training step ran before the misconfiguration was reported")
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda tmp: cb.ModelCheckpoint(tmp / "missing" / "best.safetensors"), FileNotFoundError,
+     r"ModelCheckpoint: the folder '.*missing' of filepath '.*best.safetensors' does not exist. "
+     r"Create it first \(os.makedirs\("),
+    (lambda tmp: cb.ModelCheckpoint(tmp / "best.safetensors", save_best_only=True), ValueError,
+     r"ModelCheckpoint monitors 'val_loss', but fit will log only \['loss', 'lr', 'time', "
+     r"'samples_per_second'\]. Pass validation data to fit \(validation_split=0.1"),
+    (lambda tmp: cb.ModelCheckpoint(tmp / "{val_acc}.safetensors"), ValueError,
+     r"could not be filled.*available fields: epoch, loss, lr"),
+    (lambda tmp: cb.EarlyStopping(), ValueError,
+     r"EarlyStopping monitors 'val_loss', but fit will log only .*Pass validation data"),
+    (lambda tmp: cb.ReduceLROnPlateau(), ValueError,
+     r"ReduceLROnPlateau monitors 'val_loss', but fit will log only .*Pass validation data"),
+    (lambda tmp: cb.EarlyStopping(monitor="accuracy"), ValueError,
+     r"monitors 'accuracy'.*Ask fit for 'accuracy' in metrics=\[...\] with train_metrics=True"),
+])
+def test_misconfigured_callbacks_fail_before_the_first_step(tmp_path, make, error, message):
+    model = _model()
+    _NoStep(model)
+    with pytest.raises(error, match=message):
+        _fit(model, [make(tmp_path)], epochs=3)
+
+
+def test_monitoring_a_validation_metric_that_is_not_computed_says_how(tmp_path):
+    model = _model()
+    _NoStep(model)
+    with pytest.raises(ValueError, match=r"monitors 'val_accuracy', but fit will log only "
+                                         r"\['loss', 'val_loss', .*Ask fit for 'accuracy' in "
+                                         r"metrics=\[...\]"):
+        _fit(model, [cb.EarlyStopping(monitor="val_accuracy")], epochs=3,
+             validation_split=1 / 3)
+
+
+def test_well_configured_callbacks_pass_the_check(tmp_path):
+    """The same callbacks train when the values exist: validation data, the metric asked for,
+    or a callback that declares the value it adds (adds_logs)."""
+    ckpt = cb.ModelCheckpoint(tmp_path / "best-{val_accuracy:.2f}.safetensors",
+                              monitor="val_accuracy", save_best_only=True)
+    history = _fit(_model(), [ckpt, cb.EarlyStopping(monitor="val_loss"),
+                              cb.ReduceLROnPlateau(monitor="val_accuracy", verbose=False)],
+                   epochs=2, validation_split=1 / 3, metrics=["accuracy"])
+    assert len(history.epoch) == 2 and ckpt.saved
+    custom = cb.LambdaCallback(on_epoch_end=lambda e, logs: logs.update(score=-e),
+                               adds_logs=("score",))
+    history = _fit(_model(), [custom, cb.EarlyStopping(monitor="score", mode="max",
+                                                       patience=1)], epochs=3)
+    assert history.epoch == [0, 1] and history.stop_reason == "early_stopping"
+
+
+def test_model_checkpoint_never_saves_a_diverged_epoch(backend, tmp_path):
+    """A fixed filepath saved every epoch: the NaN epoch must not overwrite the good file."""
+    path = tmp_path / "last.safetensors"
+    model = _model()
+    _PoisonAt(model, epoch=1, step=0, steps_per_epoch=3)
+    snaps = Snapshots()
+    ckpt = cb.ModelCheckpoint(path)
+    with pytest.warns(NonFiniteLossWarning):
+        _fit(model, [snaps, ckpt], epochs=3)
+    assert ckpt.saved == [str(path)]  # epoch 1 only
+    restored = io.load(path, backend="numpy")
+    assert restored.epoch == 1
+    for name, value in _model_params(restored).items():
+        np.testing.assert_array_equal(value, snaps.params[0][name])
+
+
+def test_the_first_callback_to_stop_names_the_reason():
+    class Quit(cb.Callback):
+        def on_epoch_end(self, epoch, logs):
+            self.stop_training("Quit: enough.")
+
+    history = _fit(_model(), [Quit(), cb.EarlyStopping(monitor="loss", patience=0,
+                                                       baseline=0.0)], epochs=3)
+    assert history.epoch == [0]
+    assert history.stop_reason == "callback" and history.stop_message == "Quit: enough."

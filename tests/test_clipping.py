@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat as compat
 import numpy as np
 import pytest
 from helpers import assert_matches
@@ -132,3 +133,75 @@ def test_bad_input_raises_clear_errors(backend):
     mixed = {**grads, "bias": pn.to_backend(grads["bias"], other)}
     with pytest.raises(pn.MixedArraysError, match=r"combined"):
         clipping.clip_by_global_norm(mixed, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# A norm that is not finite (issue 14: [1, inf, -2] clipped to [0, nan, -0])
+# ---------------------------------------------------------------------------------------------
+NONFINITE = {"inf": [1.0, math.inf, -2.0], "nan": [1.0, math.nan, -2.0]}
+
+
+@pytest.fixture
+def quiet_numpy():
+    """inf * 0 is the case under test: NumPy's "invalid value" warnings are expected."""
+    with np.errstate(all="ignore"):
+        yield
+
+
+@pytest.mark.parametrize("kind", sorted(NONFINITE))
+def test_a_nonfinite_norm_gives_what_torch_gives_or_raises(backend, kind, quiet_numpy):
+    """By default the functions do what torch's clip_grad_norm_ does (NaN where the entry was
+    not finite: a norm of inf gives the factor 0); error_if_nonfinite=True raises instead, as
+    torch's does, and names the gradient."""
+    grads = {"w": np.asarray(NONFINITE[kind]), "b": np.asarray([0.5, -0.5])}
+    expected, expected_norm = _torch_clip(
+        grads, lambda torch, p: torch.nn.utils.clip_grad_norm_(p.values(), 1.0))
+    ours = {n: backend.asarray(g, "float64") for n, g in grads.items()}
+    clipped, total = clipping.clip_by_global_norm(ours, 1.0)
+    for n in grads:
+        np.testing.assert_array_equal(pn.to_numpy(clipped[n]), expected[n])
+    assert not math.isfinite(float(pn.to_numpy(total))) and not math.isfinite(expected_norm)
+    per_array = clipping.clip_by_norm(ours, 1.0)
+    assert np.isnan(pn.to_numpy(per_array["w"])[1])
+    assert np.isfinite(pn.to_numpy(per_array["b"])).all()  # each array on its own
+    message = r"the global 2-norm of the gradients is not finite \(NaN or Inf entries in \['w'\]\)"
+    with pytest.raises(FloatingPointError, match=message):
+        clipping.clip_by_global_norm(ours, 1.0, error_if_nonfinite=True)
+    with pytest.raises(FloatingPointError, match=r"clip_by_norm: the 2-norm of some gradient is "
+                                                 r"not finite \(NaN or Inf entries in \['w'\]"):
+        clipping.clip_by_norm(ours, 1.0, error_if_nonfinite=True)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(grads["w"], requires_grad=True)
+    t.grad = torch.tensor(grads["w"])
+    with pytest.raises(RuntimeError, match="non-finite"):  # the behaviour we follow
+        torch.nn.utils.clip_grad_norm_([t], 1.0, error_if_nonfinite=True)
+
+
+def test_finite_gradients_pass_the_nonfinite_check(backend):
+    grads = {n: backend.asarray(g, "float64") for n, g in _grads(10.0).items()}
+    strict, _ = clipping.clip_by_global_norm(grads, 2.5, error_if_nonfinite=True)
+    plain, _ = clipping.clip_by_global_norm(grads, 2.5)
+    for n in SHAPES:
+        np.testing.assert_array_equal(pn.to_numpy(strict[n]), pn.to_numpy(plain[n]))
+    assert clipping.clip_by_norm(grads, 1.0, error_if_nonfinite=True).keys() == grads.keys()
+
+
+@pytest.mark.parametrize("kind", sorted(NONFINITE))
+def test_clip_gradients_reports_finiteness_on_the_device(backend, kind, quiet_numpy):
+    """The optimizers' pipeline returns a 0-d boolean array (no host read) that is False when a
+    norm rule met a NaN/Inf norm; value clipping alone maps inf to the limit and runs no norm."""
+    bad = {"w": backend.asarray(NONFINITE[kind], "float32"), "b": backend.asarray([1.0], "float32")}
+    good = {"w": backend.asarray([1.0, 5.0, -2.0], "float32")}
+    for rule in ({"global_clip_norm": 1.0}, {"clip_norm": 1.0},
+                 {"clip_norm": 2.0, "global_clip_norm": 1.0}):
+        _, finite = clipping.clip_gradients(bad, **rule)
+        assert finite.shape == () and not bool(finite)
+        assert compat.device(finite) == backend.device
+        clipped, finite = clipping.clip_gradients(good, **rule)
+        assert bool(finite) and float(pn.to_numpy(clipping.global_norm(clipped))) <= 1.0 + 1e-6
+    clipped, finite = clipping.clip_gradients(bad, clip_value=1.5)
+    assert finite is None
+    if kind == "inf":  # value clipping turns +-inf into +-c; a norm after it is finite
+        np.testing.assert_array_equal(pn.to_numpy(clipped["w"]), [1.0, 1.5, -1.5])
+        _, finite = clipping.clip_gradients(bad, clip_value=1.5, global_clip_norm=1.0)
+        assert bool(finite)

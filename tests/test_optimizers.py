@@ -583,6 +583,75 @@ def test_schedule_is_called_with_the_number_of_updates_done(backend):
 
 
 # ---------------------------------------------------------------------------------------------
+# Norm clipping skips an update whose gradient norm is NaN or Inf (issue 14)
+# ---------------------------------------------------------------------------------------------
+SKIPPING = [
+    lambda: SGD(0.1, global_clip_norm=1.0),
+    lambda: SGD(0.05, momentum=0.9, dampening=0.3, clip_norm=1.0),
+    lambda: AdaGrad(0.1, global_clip_norm=1.0, weight_decay=0.01),
+    lambda: AdaDelta(clip_norm=2.0),
+    lambda: RMSProp(0.01, momentum=0.9, centered=True, global_clip_norm=2.0),
+    lambda: Adam(0.01, amsgrad=True, clip_norm=1.0),
+    lambda: AdamW(0.01, global_clip_norm=1.0),
+    lambda: Adamax(0.01, global_clip_norm=1.0),
+    lambda: NAdam(0.01, clip_norm=4.0, global_clip_norm=5.0, weight_decay=0.1,
+                  decoupled_weight_decay=True),
+]  # (with clip_value first, an inf entry is clipped to the limit and the step is valid)
+
+
+def _host(arrays):
+    return {k: pn.to_numpy(v).copy() for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "portable"])
+@pytest.mark.parametrize("make", SKIPPING, ids=lambda f: type(f()).__name__)
+def test_a_nonfinite_gradient_norm_skips_the_update(backend, make, inplace, bad):
+    """The issue's case: SGD(global_clip_norm=1) and a gradient [1, inf, -2] wrote NaN into the
+    parameter. Now parameters and state stay bit for bit as they were (step and update, every
+    optimizer), the step count advances, and the next finite gradient updates as usual."""
+    opt = make()
+    opt.inplace = inplace
+    params = {n: backend.asarray(v, "float64") for n, v in INITIAL.items()}
+    for k in range(2):
+        params = opt.step(params, {n: backend.asarray(v, "float64") for n, v in GRADS[k].items()})
+    before = _host(params)
+    slots = {f"{n}/{k}": pn.to_numpy(a).copy() for n, s in opt.state_dict()["slots"].items()
+             for k, a in s.items()}
+    poisoned = {n: v.copy() for n, v in GRADS[2].items()}
+    poisoned["w"][1, 2] = bad
+    with np.errstate(all="ignore"):
+        params = opt.step(params, {n: backend.asarray(v, "float64") for n, v in poisoned.items()})
+    for n in SHAPES:
+        np.testing.assert_array_equal(pn.to_numpy(params[n]), before[n])
+        assert_on_backend(params[n], backend, "float64")
+    for n, s in opt.state_dict()["slots"].items():
+        for k, a in s.items():
+            np.testing.assert_array_equal(pn.to_numpy(a), slots[f"{n}/{k}"])
+    assert opt.iterations == 3
+    # the pure form skips the same way
+    state = opt.state()
+    with np.errstate(all="ignore"):
+        pure, new_state = opt.update({n: backend.asarray(v, "float64")
+                                      for n, v in poisoned.items()}, state, params)
+    for n in SHAPES:
+        np.testing.assert_array_equal(pn.to_numpy(pure[n]), before[n])
+    assert new_state.step == state.step + 1
+    params = opt.step(params, {n: backend.asarray(v, "float64") for n, v in GRADS[3].items()})
+    after = _host(params)
+    assert all(np.isfinite(v).all() for v in after.values())
+    assert not np.array_equal(after["w"], before["w"])
+
+
+def test_value_clipping_alone_turns_inf_into_the_limit(backend):
+    """Without a norm rule nothing is skipped: clip_value maps an inf entry to +-c first."""
+    opt = SGD(1.0, clip_value=0.5)
+    params = opt.step({"w": backend.asarray([0.0, 0.0, 0.0], "float64")},
+                      {"w": backend.asarray([1.0, math.inf, -math.inf], "float64")})
+    np.testing.assert_array_equal(pn.to_numpy(params["w"]), [-0.5, -0.5, 0.5])
+
+
+# ---------------------------------------------------------------------------------------------
 # State: round trip, moving, configuration
 # ---------------------------------------------------------------------------------------------
 ALL_CASES = [*[c for c in TORCH_CASES if c.torch_scheduler is None][::4],

@@ -110,6 +110,31 @@ class Adapter:
         """Replace the state of a functional generator (JAX: its key)."""
         raise NotImplementedError(f"the {self.name} generator is not functional")
 
+    # -- a generator's whole state as bytes (checkpoints resume exactly) ---------------------
+    def generator_kind(self, gen: Any) -> str:
+        """What :meth:`generator_bytes` holds ("numpy.PCG64", "torch.cpu", "jax.threefry2x32",
+        ...). A saved state restores only into a generator of the same kind: another backend or
+        device kind draws another stream anyway."""
+        raise NotImplementedError(f"the {self.name} adapter cannot save a generator's state")
+
+    def generator_bytes(self, gen: Any) -> Any:
+        """The generator's state as a NumPy uint8 array on the host (a copy): everything it
+        needs to continue with the same draws."""
+        raise NotImplementedError(f"the {self.name} adapter cannot save a generator's state")
+
+    def restore_generator(self, gen: Any, data: Any) -> None:
+        """Put the state ``data`` (from :meth:`generator_bytes`, same kind) into ``gen``."""
+        raise NotImplementedError(f"the {self.name} adapter cannot restore a generator's state")
+
+    # -- threads -----------------------------------------------------------------------------
+    def threads(self) -> int | None:
+        """The library's intra-op CPU threads, where it has a setting for them (torch); None
+        elsewhere."""
+        return None
+
+    def set_threads(self, n: int) -> None:
+        """Set the library's intra-op CPU threads (a no-op where it has no such setting)."""
+
     erf_native: ClassVar[bool] = False
 
     def erf(self, x: Array) -> Array:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._adapter import Adapter
+from .numpy import pcg64_bytes, restore_pcg64
 
 
 class ArrayApiStrictAdapter(Adapter):
@@ -34,6 +35,15 @@ class ArrayApiStrictAdapter(Adapter):
 
     def generator(self, seed, device):
         return np.random.Generator(np.random.PCG64(seed))
+
+    def generator_kind(self, gen):
+        return "numpy.PCG64"
+
+    def generator_bytes(self, gen):
+        return pcg64_bytes(gen)
+
+    def restore_generator(self, gen, data):
+        restore_pcg64(gen, data)
 
     def _wrap(self, a, device):
         return self.library().asarray(a, device=device)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
+
 from ._adapter import Adapter
 
 
@@ -82,6 +84,20 @@ class JaxAdapter(Adapter):
     def set_generator_state(self, gen, state):
         gen.key = state
 
+    def generator_kind(self, gen):
+        return f"jax.{self.library().random.key_impl(gen.key)}"
+
+    def generator_bytes(self, gen):
+        data = np.asarray(self.library().random.key_data(gen.key))  # uint32 words
+        return data.astype("<u4").view(np.uint8).copy()
+
+    def restore_generator(self, gen, data):
+        jax = self.library()
+        words = np.asarray(data, dtype=np.uint8).view("<u4").astype(np.uint32)
+        impl = str(jax.random.key_impl(gen.key))
+        device = next(iter(gen.key.devices()))
+        gen.key = jax.device_put(jax.random.wrap_key_data(words, impl=impl), device)
+
     def uniform(self, gen, shape, dtype, device):
         jax = self.library()
         return jax.device_put(jax.random.uniform(gen.next(), shape, dtype=dtype), device)
@@ -122,8 +138,6 @@ class JaxAdapter(Adapter):
         jax.block_until_ready(outputs)
 
     def to_numpy(self, x):
-        import numpy as np
-
         return np.asarray(x)
 
     def from_numpy(self, a, device):

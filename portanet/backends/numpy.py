@@ -75,6 +75,15 @@ class NumpyAdapter(Adapter):
     def permutation(self, gen, n, device):
         return gen.permutation(n).astype(np.int64, copy=False)
 
+    def generator_kind(self, gen):
+        return "numpy.PCG64"
+
+    def generator_bytes(self, gen):
+        return pcg64_bytes(gen)
+
+    def restore_generator(self, gen, data):
+        restore_pcg64(gen, data)
+
     def to_numpy(self, x):
         return np.asarray(x)
 
@@ -89,6 +98,29 @@ def host_generator(seed: int, stream: tuple[int, ...] = ()) -> np.random.Generat
     depend on how many numbers other streams drew, so adding a layer never changes another's init.
     """
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=stream)))
+
+
+def pcg64_bytes(gen: np.random.Generator) -> np.ndarray:
+    """A PCG64 generator's whole state as 40 little-endian bytes: the 128-bit state and
+    increment, then the buffered half of a 64-bit draw (a flag and 32 bits)."""
+    s = gen.bit_generator.state
+    raw = (s["state"]["state"].to_bytes(16, "little") + s["state"]["inc"].to_bytes(16, "little")
+           + int(s["has_uint32"]).to_bytes(4, "little") + int(s["uinteger"]).to_bytes(4, "little"))
+    return np.frombuffer(raw, dtype=np.uint8).copy()
+
+
+def restore_pcg64(gen: np.random.Generator, data: np.ndarray) -> None:
+    """Put 40 bytes from :func:`pcg64_bytes` back into a PCG64 generator."""
+    raw = np.asarray(data, dtype=np.uint8).tobytes()
+    if len(raw) != 40:
+        raise ValueError(f"a PCG64 state has 40 bytes, received {len(raw)}.")
+    gen.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": int.from_bytes(raw[:16], "little"),
+                  "inc": int.from_bytes(raw[16:32], "little")},
+        "has_uint32": int.from_bytes(raw[32:36], "little"),
+        "uinteger": int.from_bytes(raw[36:40], "little"),
+    }
 
 
 def fresh_seed() -> int:

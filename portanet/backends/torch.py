@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+
 from ._adapter import Adapter
 
 
@@ -62,9 +64,26 @@ class TorchAdapter(Adapter):
             raise self._bad_device(spec)
         return dev
 
+    def threads(self):
+        return self.library().get_num_threads()
+
+    def set_threads(self, n):
+        self.library().set_num_threads(n)
+
     def generator(self, seed, device):
         torch = self.library()
         return torch.Generator(device=device).manual_seed(seed)
+
+    def generator_kind(self, gen):
+        # a CPU generator is a Mersenne Twister (5056 bytes); a CUDA one is Philox (seed and
+        # offset, 16 bytes): their states do not translate
+        return f"torch.{gen.device.type}"
+
+    def generator_bytes(self, gen):
+        return gen.get_state().numpy().copy()  # get_state() is a CPU uint8 tensor on any device
+
+    def restore_generator(self, gen, data):
+        gen.set_state(self.library().from_numpy(np.array(data, dtype=np.uint8)))
 
     def uniform(self, gen, shape, dtype, device):
         return self.library().rand(shape, generator=gen, dtype=dtype, device=device)

@@ -8,7 +8,8 @@ Two kinds of randomness, as everywhere in portanet (see ``portanet.random``):
   (one permutation per epoch, one ``xp.take``, then every batch is a slice): no host round trip.
   ``shuffle="host"`` draws the permutation on the host from the seed instead, which gives the
   same order on every backend (one small transfer per epoch) -- what cross-backend parity runs
-  need.
+  need. In both modes epoch e's order is a function of (seed, e) alone, so a run resumed at
+  epoch e shuffles as if it had never stopped.
 
 Examples:
     >>> import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 
 from .._typing import Array
 from ..backend import adapter_of
-from ..random import Generator, host_generator
+from ..random import Generator, fresh_seed, host_generator
 from ._util import as_array, check_same_length, host_labels, namespace_and_device, take_rows
 
 __all__ = [
@@ -59,13 +60,14 @@ class BatchIterator:
     Args:
         *arrays: arrays of one backend and device with the same length N (``None`` is skipped).
         batch_size: samples per batch; the last batch is smaller unless ``drop_last``.
-        shuffle: False (in order), True (device permutation from ``generator``) or "host"
-            (host permutation from ``seed``: the same order on every backend).
-        generator: a ``pn.random.Generator`` for ``shuffle=True``; made from ``seed`` on the
-            arrays' backend and device when None.
-        seed: seed for the generator or for host shuffles (None: fresh entropy).
+        shuffle: False (in order), True (device permutation) or "host" (host permutation
+            from ``seed``: the same order on every backend).
+        generator: a ``pn.random.Generator`` that draws every epoch's device permutation in
+            turn (its state then decides the order). None (the default): epoch e's order
+            comes from a generator seeded from (seed, e) on the arrays' backend and device.
+        seed: seed of the shuffles (None: fresh entropy, kept in ``self.seed``).
         drop_last: drop a final batch smaller than ``batch_size``.
-        start_epoch: the epoch number of the first pass; host shuffles depend only on
+        start_epoch: the epoch number of the first pass; shuffles depend only on
             (seed, epoch), so a run resumed at epoch e shuffles as if it had never stopped.
 
     Examples:
@@ -90,14 +92,10 @@ class BatchIterator:
             raise ValueError(f"shuffle must be True, False or 'host', received {shuffle!r}.")
         self.shuffle = shuffle
         self.drop_last = bool(drop_last)
-        self.seed = seed
+        self.seed = fresh_seed() if seed is None else seed
         self._epoch = int(start_epoch)
         self.generator = generator
-        if shuffle is True and generator is None:
-            adapter = adapter_of(present[0])
-            self.generator = Generator(seed, backend=adapter.name, device=self.device)
-        if shuffle == "host" and seed is None:
-            self.seed = int(np.random.SeedSequence().entropy % (2**63))
+        self._backend = adapter_of(present[0]).name
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -106,7 +104,13 @@ class BatchIterator:
     def permutation(self) -> Array | None:
         """This epoch's order as an int64 array on the device (None when not shuffling)."""
         if self.shuffle is True:
-            return self.generator.permutation(self.n)
+            generator = self.generator
+            if generator is None:
+                # stream (epoch, 1): this epoch's own device generator, apart from the host
+                # shuffles' stream (epoch,)
+                epoch_seed = int(host_generator(self.seed, (self._epoch, 1)).integers(2**63))
+                generator = Generator(epoch_seed, backend=self._backend, device=self.device)
+            return generator.permutation(self.n)
         if self.shuffle == "host":
             # stream=(epoch,): each epoch's order depends only on (seed, epoch), on every backend
             perm = host_generator(self.seed, (self._epoch,)).permutation(self.n)

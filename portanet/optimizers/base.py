@@ -8,7 +8,10 @@ gradient ``g`` (``t`` counts updates from 1, ``lr`` is the learning rate for thi
     3. rule   d, state <- rule(g, state, t)   the algorithm: momentum, squared averages, moments
     4. move   p <- p - lr * d                 decoupled decay (AdamW): p <- p (1 - lr lambda) - lr d
 
-Steps 1, 2 and 4 live here; each subclass writes step 3 as its textbook equations. The state
+Steps 1, 2 and 4 live here; each subclass writes step 3 as its textbook equations. With norm
+clipping (``clip_norm``, ``global_clip_norm``), a gradient whose norm is NaN or Inf cannot be
+clipped, so the whole update is skipped on the device: parameters and slots keep their values
+(``where(finite, new, old)``, no host read); the step count still advances. The state
 is a dict of arrays per parameter ("slots") and the step count. The learning rate and the bias
 corrections are Python floats computed on the host from the step count (:meth:`scalars`): a
 step queues array work only and never reads an array back to the host.
@@ -131,10 +134,15 @@ class Optimizer:
         clip_norm: scale each gradient array down to this norm if it is longer.
         global_clip_norm: scale all gradients by one factor so that their joint norm is at most
             this (``torch.nn.utils.clip_grad_norm_``). The three clippings apply in this order.
+            With either norm clipping, an update whose gradient norm is NaN or Inf is skipped
+            (parameters and state unchanged, on the device; the step count still advances),
+            where torch would write NaN into the parameters.
         inplace: update writeable parameter and state arrays in place (default True; see the
             module docstring). ``step`` then returns the arrays it was given, updated, so copy
             a parameter to keep its old value. False: ``step`` returns new arrays and leaves its
-            inputs alone. Gradients are never modified.
+            inputs alone. Gradients are never modified. With norm clipping the update is
+            computed out of place (the old values must survive until a non-finite step is
+            skipped), so ``step`` returns new arrays then too.
 
     Subclasses implement ``_slot_names()``, ``_rule(g, slots, c)`` (``c``: this update's host
     scalars, with what ``_coefficients(t, first)`` adds) and ``_hyperparameters()``, and may add
@@ -276,10 +284,29 @@ class Optimizer:
         inplace = self.inplace if inplace is None else inplace
         new_params = dict(params)
         new_slots = dict(state.slots)
-        for name, g in self._clip(grads).items():
-            new_params[name], new_slots[name] = self._update_one(
-                params[name], g, state.slots[name], c, inplace)
+        grads, finite = self._clip(grads)
+        for name, g in grads.items():
+            new_params[name], new_slots[name] = self._update_if(
+                finite, params[name], g, state.slots[name], c, inplace)
         return new_params, OptState(state.step + 1, new_slots)
+
+    def _update_if(self, finite: Array | None, p: Array, g: Array, slots: dict[str, Array],
+                   c: Mapping[str, Any], inplace: bool) -> tuple[Array, dict[str, Array]]:
+        """:meth:`_update_one`, kept from taking effect where ``finite`` (a 0-d boolean array
+        from the norm clipping) is False: ``where(finite, new, old)`` for the parameter and
+        each slot, on the device. A NaN/Inf gradient norm cannot be clipped (the clipped
+        gradient holds NaN), so that update is skipped instead of writing NaN into ``p``.
+
+        The old arrays must survive until the selection, so this takes the portable path and
+        returns new arrays, also where ``inplace`` would write into writeable ones (the cost:
+        docs/optimizers.md, "Gradient clipping").
+        """
+        if finite is None:
+            return self._update_one(p, g, slots, c, inplace)
+        new_p, new_slots = self._update_one(p, g, slots, c, False)
+        xp = compat.array_namespace(p)
+        return (xp.where(finite, new_p, p),
+                {k: xp.where(finite, v, slots[k]) for k, v in new_slots.items()})
 
     def _update_one(self, p: Array, g: Array, slots: dict[str, Array], c: Mapping[str, Any],
                     inplace: bool) -> tuple[Array, dict[str, Array]]:
@@ -320,15 +347,17 @@ class Optimizer:
         c = self.scalars(step, first=False)
         c_first = None  # the scalars of a parameter whose state is new (computed if needed)
         new_params = dict(params)
-        for name, g in self._clip(grads).items():
+        grads, finite = self._clip(grads)
+        for name, g in grads.items():
             p = params[name]
             slots = self._state_for(name, p)
             if name in self._fresh:
                 if c_first is None:  # the same rate; only the algorithm's coefficients differ
                     c_first = {**c, **self._coefficients(step + 1, True)}
-                new_params[name], slots = self._update_one(p, g, slots, c_first, self.inplace)
+                new_params[name], slots = self._update_if(finite, p, g, slots, c_first,
+                                                          self.inplace)
             else:
-                new_params[name], slots = self._update_one(p, g, slots, c, self.inplace)
+                new_params[name], slots = self._update_if(finite, p, g, slots, c, self.inplace)
             self._slots[name] = slots
             self._fresh.discard(name)
         self.iterations = step + 1
@@ -368,14 +397,12 @@ class Optimizer:
         if self._unchecked:
             self._adopt_loaded(params)
 
-    def _clip(self, grads: Mapping[str, Array]) -> Mapping[str, Array]:
-        if self.clip_value is not None:
-            grads = clipping.clip_by_value(grads, self.clip_value)
-        if self.clip_norm is not None:
-            grads = clipping.clip_by_norm(grads, self.clip_norm)
-        if self.global_clip_norm is not None:
-            grads, _ = clipping.clip_by_global_norm(grads, self.global_clip_norm)
-        return grads
+    def _clip(self, grads: Mapping[str, Array]) -> tuple[Mapping[str, Array], Array | None]:
+        """Step 1: the clipped gradients, and whether their norms were finite (a 0-d boolean
+        array, or None without norm clipping; see :func:`portanet.clipping.clip_gradients`)."""
+        return clipping.clip_gradients(grads, clip_value=self.clip_value,
+                                       clip_norm=self.clip_norm,
+                                       global_clip_norm=self.global_clip_norm)
 
     def _state_for(self, name: str, p: Array) -> dict[str, Array]:
         slots = self._slots.get(name)
