@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .layers import Standardize
+
 MODELS = ("mlp", "cnn")
 MLP_SIZES = (784, 512, 512, 10)
 
@@ -401,11 +403,12 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
                 if compiled is not None:
                     nets["compiled"] = compiled
             engines = {name: _engine_of(net, name == "compiled") for name, net in nets.items()}
-            shape = (input_shape(model) if model in MODELS
-                     else tuple(_first_input_features(nets["eager"])))
+            shape = input_shape(model) if model in MODELS else _input_shape_of(nets["eager"])
+            # class ids the model has: 10 for the built-in models, its outputs for a saved one
+            classes = nets["eager"].output_shape(shape)[-1]
             rng = np.random.default_rng(batch)
             x_host = rng.standard_normal((batch, *shape)).astype(dtype)
-            y_host = rng.integers(0, 10, size=batch).astype(np.int64)
+            y_host = rng.integers(0, classes, size=batch).astype(np.int64)
             x = pn.asarray(x_host)
             y = pn.asarray(y_host)
             # Timed in turn, round by round, with what the step is compared with in this
@@ -459,12 +462,18 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
     return rows
 
 
-def _first_input_features(net) -> tuple[int, ...]:
+def _input_shape_of(net) -> tuple[int, ...]:
+    """The per-sample input shape of a saved model: a first Dense layer's input size, or the
+    statistics' shape of a first Standardize layer (``portanet train`` saves models that start
+    with one), then the Dense after it."""
     first = net.layers[0]
+    if isinstance(first, Standardize):
+        after = net.layers[1] if len(net.layers) > 1 else None
+        return (after.in_features,) if hasattr(after, "in_features") else tuple(first.shape)
     if hasattr(first, "in_features"):
         return (first.in_features,)
-    raise ValueError("a saved model to benchmark must start with a Dense layer (its input size "
-                     "is then known); received " + type(first).__name__)
+    raise ValueError("a saved model to benchmark must start with a Dense or a Standardize "
+                     f"layer (its input size is then known); received {type(first).__name__}.")
 
 
 def baseline_device(backend_name: str, device_name: str) -> str:
@@ -647,7 +656,7 @@ def plot(report: dict[str, Any], path: str) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("--plot needs matplotlib: pip install 'portanet[plot]'") from None
+        raise ImportError('plotting needs matplotlib: pip install "portanet[plot]"') from None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     series: dict[tuple[str, bool], list[tuple[int, float]]] = {}
     for r in report["rows"]:
@@ -693,7 +702,12 @@ def _worker(job: dict[str, Any]) -> None:
 # -- the `portanet bench` command ----------------------------------------------------------------
 def add_command(commands) -> None:
     """Register ``portanet bench`` on the CLI's sub-command parser."""
-    p = commands.add_parser("bench", help="time a training step across backends and devices")
+    p = commands.add_parser(
+        "bench", help="time a training step across backends and devices",
+        description="Time one training step of the same model on each backend/device, each in "
+                    "its own process with pinned threads, next to the same model written in "
+                    "PyTorch and the step's matmuls alone (its floor); print the table and save "
+                    "it as JSON (and a plot with --plot, which needs matplotlib).")
     p.add_argument("--model", default="mlp",
                    help="mlp (784-512-512-10), cnn (LeNet-5 sized) or a saved model's path")
     p.add_argument("--backends", default=None,
@@ -711,28 +725,73 @@ def add_command(commands) -> None:
                         "the eager one, on every backend with a compiler; compile time is "
                         "reported apart")
     p.add_argument("--json", default="portanet-bench.json", help="where to save the report")
-    p.add_argument("--plot", default=None, help="save throughput vs batch size to this PNG")
+    p.add_argument("--plot", default=None,
+                   help='save throughput vs batch size to this PNG (needs matplotlib: pip '
+                        'install "portanet[plot]")')
     p.set_defaults(run=main)
 
 
-def main(args) -> int:
+def _int_list(text: str, option: str) -> list[int]:
+    """``"128,1024"`` -> [128, 1024]: positive ints, or a ValueError naming the option."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"{option} takes comma-separated positive ints, e.g. 128,1024; "
+                         f"received {text!r}.")
+    return values
+
+
+def _check_writable(path: str, option: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{option} {path}: the folder {folder} does not exist; create "
+                                "it first or pass another path.")
+
+
+def check_arguments(args) -> tuple[list[tuple[str, str | None]], list[str], list[int]]:
+    """Every check that can fail on the user's input, before any worker starts (a failure
+    after minutes of timing, or inside a worker, would be worse): returns the targets, dtypes
+    and batch sizes, or raises ValueError / ImportError / FileNotFoundError with the fix."""
     import portanet as pn
 
-    if args.backends:
-        targets = parse_targets(args.backends)
-    else:
-        targets = [(name, None) for name in pn.available_backends()]
-    try:
-        batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    except ValueError:
-        raise SystemExit(f"--batch-sizes must be comma-separated ints, received "
-                         f"{args.batch_sizes!r}") from None
+    batches = _int_list(args.batch_sizes, "--batch-sizes")
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     bad = [d for d in dtypes if d not in ("float32", "float64")]
-    if bad or not batches or min(batches) < 1:
-        raise SystemExit(f"--dtypes takes float32/float64 and --batch-sizes positive ints; "
-                         f"received {args.dtypes!r}, {args.batch_sizes!r}")
-    report = run(args.model, targets, dtypes, batches, args.threads, args.min_time,
+    if bad or not dtypes:
+        raise ValueError(f"--dtypes takes float32 and/or float64, comma-separated; received "
+                         f"{args.dtypes!r}.")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, received {args.threads} (leave it out "
+                         "for all cores).")
+    if not (args.min_time >= 0 and math.isfinite(args.min_time)):
+        raise ValueError(f"--min-time is seconds of timed steps, at least 0; received "
+                         f"{args.min_time}.")
+    targets = (parse_targets(args.backends) if args.backends
+               else [(name, None) for name in pn.available_backends()])
+    for name, device in targets:
+        pn.backend.make_backend(name, device)  # unknown, not installed, no such device
+    if args.model not in MODELS:
+        if not os.path.isfile(os.path.expanduser(args.model)):
+            raise FileNotFoundError(f"--model {args.model!r} is neither one of {list(MODELS)} "
+                                    "nor a saved model's file.")
+        saved = pn.load(os.path.expanduser(args.model), backend="numpy")
+        saved.output_shape(_input_shape_of(saved))  # a shape error here, not in a worker
+    if args.plot and not _importable("matplotlib"):
+        raise ImportError('--plot needs matplotlib, which is not installed here: '
+                          'pip install "portanet[plot]" (or leave out --plot).')
+    _check_writable(args.json, "--json")
+    if args.plot:
+        _check_writable(args.plot, "--plot")
+    return targets, dtypes, batches
+
+
+def main(args) -> int:
+    """``portanet bench``: check the arguments, measure, print the table, save JSON (and PNG)."""
+    targets, dtypes, batches = check_arguments(args)
+    model = args.model if args.model in MODELS else os.path.expanduser(args.model)
+    report = run(model, targets, dtypes, batches, args.threads, args.min_time,
                  not args.no_baseline, args.allow_tf32, args.jit_compile)
     print(table(report))
     with open(args.json, "w") as f:

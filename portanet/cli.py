@@ -1,8 +1,19 @@
-"""The ``portanet`` command: ``info`` (backends, devices, versions) and the jobs built on it."""
+"""The ``portanet`` command: ``info`` (backends, devices, versions) and the jobs built on it.
+
+Errors. A user error (a bad option value, an unknown backend or device, a missing file or
+optional dependency: ``ValueError``, ``TypeError``, ``ImportError``, ``OSError``) ends the
+command with one line on stderr, ``portanet <command>: error: <message>``, and exit status 2,
+as argparse does for malformed options. Anything else is a bug and keeps its traceback;
+``--traceback`` (on every command) shows the traceback of a user error too.
+
+The help text (``portanet --help``) is :data:`DESCRIPTION`, written plain: this docstring's
+markup would show as is in a terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -13,6 +24,7 @@ from .backend import BACKEND_NAMES, get_backend, use_backend
 from .backends import ADAPTERS
 from .data import CharTokenizer, generate_text
 from .io import load
+from .layers import Standardize
 from .sequence_tasks import (
     DEFAULT_TASK,
     EPOCHS,
@@ -81,20 +93,27 @@ def _default_dataset() -> str:
 
 def _build_model(kind: str, dataset, hidden: int, optimizer, seed: int,
                  jit_compile="auto"):
-    """The default models: a two-layer MLP, or a small two-convolution CNN for images."""
+    """The default models: a two-layer MLP, or a small two-convolution CNN for images.
+
+    Both start with a :class:`~portanet.layers.Standardize` layer, one mean and scale per input
+    value (what ``StandardScaler()`` computes); the caller adapts it to the training inputs, so
+    the saved model standardizes raw inputs by itself."""
     from . import layers
     from .model import Sequential
 
     regression = dataset.task == "regression"
     outputs = dataset.y.shape[1] if regression else dataset.num_classes
     loss = "mean_squared_error" if regression else "softmax_cross_entropy"
+    standardize = Standardize(tuple(dataset.x.shape[1:]))
     if kind == "mlp":
         features = int(math.prod(dataset.x.shape[1:]))
-        stack = [layers.Dense(features, hidden, activation="tanh" if regression else "relu"),
+        stack = [standardize,
+                 layers.Dense(features, hidden, activation="tanh" if regression else "relu"),
                  layers.Dense(hidden, outputs)]
     else:
         channels, height, width = dataset.image_shape
-        stack = [layers.Conv2D(channels, 16, 3, padding="same", activation="relu"),
+        stack = [standardize,
+                 layers.Conv2D(channels, 16, 3, padding="same", activation="relu"),
                  layers.MaxPool2D(2),
                  layers.Conv2D(16, 32, 3, padding="same", activation="relu"),
                  layers.MaxPool2D(2),
@@ -102,6 +121,62 @@ def _build_model(kind: str, dataset, hidden: int, optimizer, seed: int,
                  layers.Dense(32 * (height // 4) * (width // 4), 64, activation="relu"),
                  layers.Dense(64, outputs)]
     return Sequential(stack, loss=loss, optimizer=optimizer, seed=seed, jit_compile=jit_compile)
+
+
+def _check_output(path: str, overwrite: bool, *also: str) -> None:
+    """Refuse, before any training, to replace an existing file without ``--overwrite``, and
+    to save into a folder that does not exist (which would fail only after training)."""
+    for target in (path, *also):
+        if os.path.exists(target) and not overwrite:
+            raise FileExistsError(f"{target} exists (saved by an earlier run?); pass --overwrite "
+                                  "to replace it, or --output to save elsewhere.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist. "
+                                "Create it first, or pass another --output.")
+
+
+# Torch's intra-op threads for the CLI's jobs. Measured on the 2-core machine with another
+# process keeping a core busy (portanet's torch backend, Adam steps, float32; docs/backends.md):
+# a 2-64-3 MLP at batch 32 took 0.35 ms per step on one thread and 2.3 ms on torch's default two,
+# 64-128-10 (the digits MLP) 0.41 vs 3.8 ms; at 784-128-10 (params x batch 3.3e6) the two were
+# even, and at 784-1024-10 batch 256 two threads were 1.5x faster.
+SMALL_STEP = 2**20
+"""``--threads auto`` runs torch on one thread when parameters x batch size is below this."""
+
+
+def _auto_threads(model, batch_size: int) -> int | None:
+    """One intra-op thread for a small step, None (torch's default) for a large one."""
+    return 1 if model.num_parameters * batch_size < SMALL_STEP else None
+
+
+@contextlib.contextmanager
+def _torch_threads(backend, model, batch_size: int, requested: int | None):
+    """Set torch's intra-op threads for a job on the torch CPU backend; restore them after.
+
+    ``requested`` is ``--threads`` (None: auto, :func:`_auto_threads`). Yields the count in use,
+    or None where it does not apply (other backends, CUDA). cli reaches torch only through the
+    backend's adapter (``threads``/``set_threads``).
+    """
+    adapter = backend.adapter
+    if adapter.name != "torch" or getattr(backend.device, "type", "cpu") != "cpu":
+        yield None
+        return
+    get, put = adapter.threads, adapter.set_threads
+    before = get()
+    wanted = requested if requested is not None else _auto_threads(model, batch_size)
+    if wanted is None or wanted == before:
+        yield before
+        return
+    put(wanted)
+    try:
+        yield wanted
+    finally:
+        put(before)
+
+
+def _threads_note(threads: int | None) -> str:
+    return "" if threads is None else f", torch threads: {threads}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -116,40 +191,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     name = args.dataset or _default_dataset()
     images = args.model == "cnn"
-    try:
-        if name in SEQUENCE_TASKS:
-            raise ValueError(f"{name!r} is a sequence task: train it with --model lstm, gru or "
-                             "transformer.")
-        if images and name in ("spiral", "circles", "sine"):
-            raise ValueError(f"--model cnn needs an image data set (digits, mnist, "
-                             f"fashion-mnist); {name!r} has 2-D points. Use --model mlp.")
-        extra = {"spiral": {"n_samples": 600}, "circles": {"n_samples": 600, "noise": 0.1},
-                 "sine": {"n_samples": 600}}.get(name, {})
-        dataset = data.load_dataset(name, images=images, seed=args.seed, path=args.data_dir,
-                                    **extra)
-        classification = dataset.task == "classification"
-        if dataset.x_test is not None:
-            x_train, y_train = dataset.x, dataset.y
-            x_test, y_test = dataset.x_test, dataset.y_test
-        else:
-            x_train, x_test, y_train, y_test = data.train_test_split(
-                dataset.x, dataset.y, test_size=0.2, stratify=classification, seed=args.seed)
-        scaler = data.StandardScaler().fit(x_train)  # statistics of the training part only
-        x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-        epochs = args.epochs if args.epochs is not None else _EPOCHS.get((args.model, name), 10)
-        lr = args.lr if args.lr is not None else _LEARNING_RATES.get(args.optimizer, 3e-3)
-        if args.schedule == "cosine":  # anneal to 0 over the run's steps (10% is validation)
-            steps = max(1, epochs * math.ceil((len(x_train) - round(0.1 * len(x_train)))
-                                              / args.batch_size))
-            lr = schedules.CosineAnnealing(lr, steps)
-        with use_backend(*_chosen_backend(args)) as backend:
-            optimizer = optimizers.get(args.optimizer, learning_rate=lr)
-            model = _build_model(args.model, dataset, args.hidden, optimizer, args.seed,
-                                 _JIT_CHOICES[args.jit_compile])
-            step = model.engine.executor  # raises here if "on" meets a backend with no compiler
+    if name in SEQUENCE_TASKS:
+        raise ValueError(f"{name!r} is a sequence task: train it with --model lstm, gru or "
+                         "transformer.")
+    if images and name in ("spiral", "circles", "sine"):
+        raise ValueError(f"--model cnn needs an image data set (digits, mnist, "
+                         f"fashion-mnist); {name!r} has 2-D points. Use --model mlp.")
+    output = args.output or f"portanet-{name}-{args.model}.safetensors"
+    _check_output(output, args.overwrite)
+    extra = {"spiral": {"n_samples": 600}, "circles": {"n_samples": 600, "noise": 0.1},
+             "sine": {"n_samples": 600}}.get(name, {})
+    dataset = data.load_dataset(name, images=images, seed=args.seed, path=args.data_dir,
+                                **extra)
+    classification = dataset.task == "classification"
+    if dataset.x_test is not None:
+        x_train, y_train = dataset.x, dataset.y
+        x_test, y_test = dataset.x_test, dataset.y_test
+    else:
+        x_train, x_test, y_train, y_test = data.train_test_split(
+            dataset.x, dataset.y, test_size=0.2, stratify=classification, seed=args.seed)
+    epochs = args.epochs if args.epochs is not None else _EPOCHS.get((args.model, name), 10)
+    lr = args.lr if args.lr is not None else _LEARNING_RATES.get(args.optimizer, 3e-3)
+    if args.schedule == "cosine":  # anneal to 0 over the run's steps (10% is validation)
+        steps = max(1, epochs * math.ceil((len(x_train) - round(0.1 * len(x_train)))
+                                          / args.batch_size))
+        lr = schedules.CosineAnnealing(lr, steps)
+    with use_backend(*_chosen_backend(args)) as backend:
+        optimizer = optimizers.get(args.optimizer, learning_rate=lr)
+        model = _build_model(args.model, dataset, args.hidden, optimizer, args.seed,
+                             _JIT_CHOICES[args.jit_compile])
+        # The training part's statistics only (the test part stays unseen); the model keeps
+        # them, so it is trained, evaluated and saved on raw inputs.
+        model.layers[0].adapt(x_train)
+        step = model.engine.executor  # raises here if "on" meets a backend with no compiler
+        with _torch_threads(backend, model, args.batch_size, args.threads) as threads:
             if not args.quiet:
                 print(f"portanet train: {dataset.description} ({len(x_train)} training, "
-                      f"{len(x_test)} test samples) on {backend!r}, step: {step}")
+                      f"{len(x_test)} test samples) on {backend!r}, step: {step}"
+                      f"{_threads_note(threads)}")
                 print(model.summary(input_shape=tuple(x_train.shape[1:])))
             metrics = ["accuracy"] if classification else ["mae", "r2"]
             verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
@@ -157,11 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       validation_split=0.1, metrics=metrics, verbose=verbose, seed=args.seed,
                       shuffle="host")
             scores = model.evaluate(x_test, y_test, metrics=metrics)
-        output = args.output or f"portanet-{name}-{args.model}.safetensors"
-        path = model.save(output)
-    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
-        print(f"portanet train: error: {err}", file=sys.stderr)
-        return 2
+    path = model.save(output)
     if classification:
         right = round(scores["accuracy"] * len(y_test))
         print(f"test accuracy: {100 * scores['accuracy']:.2f}% ({right}/{len(y_test)})  "
@@ -170,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"test MAE: {scores['mae']:.4f}  test R^2: {scores['r2']:.4f}  "
               f"test loss: {scores['loss']:.4f}")
     print(f"saved the model to {os.path.abspath(path)}  (load it with "
-          f"portanet.load({path!r}))")
+          f"portanet.load({path!r}); it takes raw inputs)")
     if not args.quiet:
         print(f"done in {time.perf_counter() - started:.1f}s")
     return 0
@@ -183,39 +258,40 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     name = args.dataset or DEFAULT_TASK[args.model]
-    try:
-        if name not in SEQUENCE_TASKS:
-            raise ValueError(f"--model {args.model} trains on a sequence task "
-                             f"({', '.join(SEQUENCE_TASKS)}), received --dataset {name}. Use "
-                             "--model mlp or cnn for it.")
-        task = load_sequence_task(name, seed=args.seed)
-        epochs = args.epochs if args.epochs is not None else EPOCHS.get((args.model, name), 10)
-        lr = args.lr if args.lr is not None else LEARNING_RATES[name]
-        steps = math.ceil((len(task.x) - round(0.1 * len(task.x))) / args.batch_size)
-        with use_backend(*_chosen_backend(args)) as backend:
-            model = build_sequence_model(args.model, task, args.hidden, args.seed,
-                                         default_optimizer(lr, epochs, steps),
-                                         _JIT_CHOICES[args.jit_compile])
-            step = model.engine.executor
+    if name not in SEQUENCE_TASKS:
+        raise ValueError(f"--model {args.model} trains on a sequence task "
+                         f"({', '.join(SEQUENCE_TASKS)}), received --dataset {name}. Use "
+                         "--model mlp or cnn for it.")
+    task = load_sequence_task(name, seed=args.seed)
+    output = args.output or f"portanet-{name}-{args.model}.safetensors"
+    # a text task also writes its tokenizer beside the model: refuse to replace either
+    _check_output(output, args.overwrite,
+                  *([tokenizer_path(output)] if task.tokenizer is not None else []))
+    epochs = args.epochs if args.epochs is not None else EPOCHS.get((args.model, name), 10)
+    lr = args.lr if args.lr is not None else LEARNING_RATES[name]
+    steps = math.ceil((len(task.x) - round(0.1 * len(task.x))) / args.batch_size)
+    with use_backend(*_chosen_backend(args)) as backend:
+        model = build_sequence_model(args.model, task, args.hidden, args.seed,
+                                     default_optimizer(lr, epochs, steps),
+                                     _JIT_CHOICES[args.jit_compile])
+        step = model.engine.executor
+        with _torch_threads(backend, model, args.batch_size, args.threads) as threads:
             if not args.quiet:
                 print(f"portanet train: {task.description} ({len(task.x)} training, "
-                      f"{len(task.x_test)} test sequences) on {backend!r}, step: {step}")
+                      f"{len(task.x_test)} test sequences) on {backend!r}, step: {step}"
+                      f"{_threads_note(threads)}")
                 print(model.summary(input_shape=tuple(task.x.shape[1:])))
             verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
             model.fit(task.x, task.y, epochs=epochs, batch_size=args.batch_size,
                       validation_split=0.1, verbose=verbose, seed=args.seed, shuffle="host")
             loss = model.evaluate(task.x_test, task.y_test)["loss"]
             accuracy = token_accuracy(model, task.x_test, task.y_test)
-        output = args.output or f"portanet-{name}-{args.model}.safetensors"
-        path = model.save(output)
-        if task.tokenizer is not None:
-            with open(tokenizer_path(path), "w", encoding="utf-8") as f:
-                # the window: generation feeds the context length the model learned
-                json.dump({"tokenizer": task.tokenizer.get_config(),
-                           "window": int(task.x.shape[1])}, f)
-    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
-        print(f"portanet train: error: {err}", file=sys.stderr)
-        return 2
+    path = model.save(output)
+    if task.tokenizer is not None:
+        with open(tokenizer_path(path), "w", encoding="utf-8") as f:
+            # the window: generation feeds the context length the model learned
+            json.dump({"tokenizer": task.tokenizer.get_config(),
+                       "window": int(task.x.shape[1])}, f)
     what = "next-character accuracy" if name == "text" else (
         "per-token accuracy" if task.per_token else "test accuracy")
     shown = nats_per_step(loss) if name == "text" else f"{loss:.4f}"
@@ -239,27 +315,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import json
 
     where = args.tokenizer or tokenizer_path(args.model)
+    if not os.path.exists(where):
+        raise FileNotFoundError(
+            f"no tokenizer at {where}: generate needs the one portanet train saved beside a "
+            "text model (train one with: portanet train --model lstm), or pass --tokenizer.")
     try:
-        if not os.path.exists(where):
-            raise FileNotFoundError(
-                f"no tokenizer at {where}: generate needs the one portanet train saved beside a "
-                "text model (train one with: portanet train --model lstm), or pass --tokenizer.")
         with open(where, encoding="utf-8") as f:
             saved = json.load(f)
-        if not isinstance(saved, dict) or "tokenizer" not in saved or "window" not in saved:
-            keys = sorted(saved) if isinstance(saved, dict) else "no keys"
-            raise ValueError(f"{where} is not a tokenizer file portanet train wrote: expected "
-                             "a JSON object with 'tokenizer' and 'window', received a "
-                             f"{type(saved).__name__} ({keys}).")
-        tokenizer = CharTokenizer.from_config(saved["tokenizer"])
-        window = saved["window"]
-        backend, device = _chosen_backend(args)
-        model = load(args.model, backend=backend, device=device)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:  # a model file, say
+        raise ValueError(f"{where} is not a tokenizer file portanet train wrote: expected JSON "
+                         f"text, {err}. Pass the <model>.tokenizer.json saved beside the model."
+                         ) from None
+    if not isinstance(saved, dict) or "tokenizer" not in saved or "window" not in saved:
+        keys = sorted(saved) if isinstance(saved, dict) else "no keys"
+        raise ValueError(f"{where} is not a tokenizer file portanet train wrote: expected "
+                         "a JSON object with 'tokenizer' and 'window', received a "
+                         f"{type(saved).__name__} ({keys}).")
+    tokenizer = CharTokenizer.from_config(saved["tokenizer"])
+    window = saved["window"]
+    backend, device = _chosen_backend(args)
+    model = load(args.model, backend=backend, device=device)
+    with _torch_threads(model.backend, model, 1, args.threads):  # one sequence at a time
         text = generate_text(model, tokenizer, args.prompt, args.length,
                              temperature=args.temperature, seed=args.seed, window=window)
-    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as err:
-        print(f"portanet generate: error: {err}", file=sys.stderr)
-        return 2
     print(text)
     return 0
 
@@ -280,6 +358,7 @@ def add_generate_parser(commands) -> None:
                      help="backend to run on (default: PORTANET_BACKEND, else numpy)")
     gen.add_argument("--device", default=None, help="device of the backend")
     gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (0)")
+    add_threads_option(gen)
     gen.set_defaults(run=cmd_generate)
 
 
@@ -295,6 +374,18 @@ def _count(minimum: int):
         return value
 
     return parse
+
+
+def _threads(text: str) -> int | None:
+    """An argparse type for --threads: "auto" (None) or an int >= 1."""
+    return None if text == "auto" else _count(1)(text)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
+                        help="torch intra-op threads on the torch CPU backend (default auto: 1 "
+                             "for small models, whose steps threads slow down, else torch's "
+                             "default; see docs/backends.md)")
 
 
 def _chosen_backend(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -338,7 +429,11 @@ def add_train_parser(commands) -> None:
     train.add_argument("--hidden", type=_count(1), default=128,
                        help="hidden units of the MLP, LSTM or GRU (128)")
     train.add_argument("--output", default=None,
-                       help="where to save (default portanet-<dataset>-<model>.safetensors)")
+                       help="where to save (default portanet-<dataset>-<model>.safetensors); "
+                            "an existing file is kept unless --overwrite")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the output file (and a text model's tokenizer file) if "
+                            "it exists; without it train refuses before training")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, split, shuffles")
     train.add_argument("--jit-compile", nargs="?", choices=tuple(_JIT_CHOICES), const="on",
                        default="auto",
@@ -346,25 +441,81 @@ def add_train_parser(commands) -> None:
                             "faster, i.e. jax), on (--jit-compile alone; jax.jit or "
                             "torch.compile, an error elsewhere) or off (eager)")
     train.add_argument("--quiet", action="store_true", help="print only the final results")
+    add_threads_option(train)
     train.set_defaults(run=cmd_train)
 
 
+DESCRIPTION = """\
+portanet: one neural-network library on NumPy, CuPy, PyTorch, JAX and array-api-strict.
+Commands: info (backends, devices and versions here), train (the main job), generate (text from
+a character model), bench (time a training step across backends and devices) and parity (the
+same model compared across backends). A user error prints one line and exits with status 2;
+--traceback (on every command) shows its traceback."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portanet", description=__doc__)
+    """The ``portanet`` parser with its sub-commands (plain help text, no markup)."""
+    parser = argparse.ArgumentParser(prog="portanet", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"portanet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    info = commands.add_parser("info", help="backends, devices and versions on this machine")
+    info = commands.add_parser("info", help="backends, devices and versions on this machine",
+                               description="List portanet's version and every backend with its "
+                                           "version, devices and whether it is usable here.")
     info.set_defaults(run=cmd_info)
     add_train_parser(commands)
     add_generate_parser(commands)
     bench.add_command(commands)
     parity.add_command(commands)
+    for command in commands.choices.values():
+        command.add_argument("--traceback", action="store_true",
+                             help="show the full traceback of an error, not one line")
     return parser
 
 
+# What a user can cause and fix: bad values, unknown backends or devices (BackendError and
+# DeviceError are ValueErrors), malformed checkpoints (CheckpointError), missing files and
+# optional libraries. Any other exception is a bug in portanet and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, ImportError, OSError)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (a message may hold line breaks; stderr gets one)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush at exit does not
+    raise BrokenPipeError again (the recipe of Python's signal module documentation)."""
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+    # no file descriptor to replace where output is captured (io.StringIO)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``portanet`` with ``argv`` (default: the command line); returns the exit status.
+
+    0 success; 1 a check that ran and failed (parity past its tolerance); 2 a user error (one
+    line on stderr, as argparse does for bad options); 130 interrupted (Ctrl-C).
+    """
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # the reader went away (portanet info | head -1): not an error
+        _silence_stdout()
+        return 1
+    except USER_ERRORS as err:
+        if args.traceback:
+            raise
+        print(f"portanet {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print(f"portanet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

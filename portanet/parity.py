@@ -26,6 +26,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,23 +147,53 @@ def report(differences: list[Difference], traces: list[dict[str, Any]]) -> str:
 # -- the `portanet parity` command ---------------------------------------------------------------
 def add_command(commands) -> None:
     """Register ``portanet parity`` on the CLI's sub-command parser."""
-    p = commands.add_parser("parity", help="compare one model across backends/devices")
+    p = commands.add_parser(
+        "parity", help="compare one model across backends/devices",
+        description="Build the same model and batch on each backend/device and compare, with "
+                    "the first: every layer's activations, every parameter's gradient and the "
+                    "loss curve. Exit status 0 when all are within the dtype's tolerance, 1 "
+                    "when one is not, 2 for a user error.")
     p.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     p.add_argument("--backends", default="numpy,array_api_strict:device1",
                    help="comma-separated backend[:device] list; the first is the reference")
     p.add_argument("--dtype", default="float64", choices=sorted(TOLERANCE))
-    p.add_argument("--steps", type=int, default=10, help="training steps in the loss curves")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=10,
+                   help="training steps in the loss curves (10; 0 for none)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples in the batch (32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch (0)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="relative tolerance (default: 1e-9 for float64, 1e-4 for float32)")
     p.set_defaults(run=main)
 
 
-def main(args) -> int:
+def check_arguments(args) -> list[tuple[str, str | None]]:
+    """Every check that can fail on the user's input, before the first trace: returns the
+    targets, or raises ValueError (an unknown backend or device says how to fix it)."""
+    import portanet as pn
     from portanet.bench import parse_targets
 
-    differences, traces = run(args.model, parse_targets(args.backends), args.dtype, args.steps,
-                              args.batch_size, args.seed, args.tolerance)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, received {args.batch_size}.")
+    if args.steps < 0:
+        raise ValueError(f"--steps must be at least 0 (0: no loss curves), received "
+                         f"{args.steps}.")
+    if args.tolerance is not None and not (args.tolerance >= 0 and
+                                           math.isfinite(args.tolerance)):
+        raise ValueError(f"--tolerance is a relative difference, a number >= 0; received "
+                         f"{args.tolerance}.")
+    targets = parse_targets(args.backends)
+    if len(targets) < 2:
+        raise ValueError(f"parity compares at least two backends/devices, received --backends "
+                         f"{args.backends!r}; e.g. --backends numpy,array_api_strict:device1")
+    for name, device in targets:
+        pn.backend.make_backend(name, device)  # unknown, not installed, no such device
+    return targets
+
+
+def main(args) -> int:
+    """``portanet parity``: 0 when every tensor is within tolerance, 1 when one is not."""
+    targets = check_arguments(args)
+    differences, traces = run(args.model, targets, args.dtype, args.steps, args.batch_size,
+                              args.seed, args.tolerance)
     print(report(differences, traces))
     return 0 if all(d.ok for d in differences) else 1

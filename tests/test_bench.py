@@ -12,7 +12,7 @@ from helpers import assert_matches
 
 import portanet as pn
 from portanet import bench
-from portanet.cli import build_parser
+from portanet.cli import build_parser, main
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                reason="jax is not installed")
@@ -253,10 +253,36 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert "saved" in capsys.readouterr().out
 
 
-def test_bench_command_rejects_bad_arguments():
+def test_bench_command_rejects_bad_arguments(capsys):
+    """User errors: one line, status 2, before any worker starts (tests/test_cli_errors.py has
+    the whole list)."""
+    assert main(["bench", "--backends", "numpy", "--batch-sizes", "x"]) == 2
+    assert "--batch-sizes takes comma-separated positive ints" in capsys.readouterr().err
+    assert main(["bench", "--backends", "tensorflow"]) == 2
+    assert "unknown backend 'tensorflow'" in capsys.readouterr().err
     args = build_parser().parse_args(["bench", "--backends", "numpy", "--batch-sizes", "x"])
-    with pytest.raises(SystemExit, match="--batch-sizes must be comma-separated ints"):
+    with pytest.raises(ValueError, match="--batch-sizes"):  # the command itself raises
         args.run(args)
-    args = build_parser().parse_args(["bench", "--backends", "tensorflow"])
-    with pytest.raises(Exception, match="unknown backend 'tensorflow'"):
-        args.run(args)
+
+
+def test_a_model_saved_by_train_is_benchmarked(tmp_path, capsys, monkeypatch):
+    """portanet train saves models that start with Standardize: bench finds their input size
+    after it, and draws labels among the model's own classes (3 here, not 10)."""
+    path = tmp_path / "spiral.safetensors"
+    assert main(["train", "--dataset", "spiral", "--epochs", "1", "--quiet", "--hidden", "8",
+                 "--output", str(path)]) == 0
+    capsys.readouterr()
+    net = pn.load(path)
+    assert type(net.layers[0]).__name__ == "Standardize"
+    assert bench._input_shape_of(net) == (2,)
+    labels = []
+    real = bench._train_step
+
+    def recording(net, x, y):
+        labels.append(pn.to_numpy(y))
+        return real(net, x, y)
+
+    monkeypatch.setattr(bench, "_train_step", recording)
+    (row,) = bench.measure(str(path), "numpy", None, ["float32"], [64], min_time=0.0,
+                           baseline=False)
+    assert row.median_s > 0 and set(np.unique(labels[0])) == {0, 1, 2}

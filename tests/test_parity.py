@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from portanet import parity
-from portanet.cli import build_parser
+from portanet.cli import main
 
 
 def test_compare_is_relative_to_the_reference_scale():
@@ -53,15 +53,26 @@ def test_a_real_difference_fails(monkeypatch):
     assert "PARITY FAILED: " in parity.report(differences, traces)
 
 
-def test_parity_command_exit_codes(capsys):
-    args = build_parser().parse_args(["parity", "--backends", "numpy,array_api_strict:device1",
-                                      "--steps", "2", "--batch-size", "4"])
-    assert args.run(args) == 0
+def test_parity_command_exit_codes(capsys, monkeypatch):
+    """0 within tolerance, 1 past it (a check that ran and failed), 2 for a user error."""
+    argv = ["parity", "--backends", "numpy,array_api_strict:device1", "--steps", "2",
+            "--batch-size", "4"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "reference: numpy:cpu" in out and "PARITY OK" in out
-    args = build_parser().parse_args(["parity", "--backends", "numpy,array_api_strict",
-                                      "--steps", "1", "--batch-size", "4", "--tolerance", "-1"])
-    assert args.run(args) == 1
+    real_trace = parity.trace
+
+    def perturbed(model, backend, device, dtype, x, y, steps, seed=0):
+        out = real_trace(model, backend, device, dtype, x, y, steps, seed)
+        if backend == "array_api_strict":
+            out["gradients"]["0.bias"] = out["gradients"]["0.bias"] + 1e-3
+        return out
+
+    monkeypatch.setattr(parity, "trace", perturbed)
+    assert main(argv) == 1
+    assert "PARITY FAILED" in capsys.readouterr().out
+    assert main([*argv, "--tolerance", "-1"]) == 2
+    assert "--tolerance is a relative difference" in capsys.readouterr().err
 
 
 def test_parity_needs_two_targets_and_a_known_dtype():

@@ -11,6 +11,7 @@ file                   layers
 ``normalization.py``   :class:`BatchNorm`, :class:`LayerNorm`
 ``group_norm.py``      :class:`GroupNorm`
 ``embedding.py``       :class:`Embedding` (ids -> vectors), :class:`Masking`
+``preprocessing.py``   :class:`Standardize` (statistics of the training data as buffers)
 ``maxout.py``          :class:`Maxout`
 ``recurrent.py``       what SimpleRNN, LSTM and GRU share: the time loop, masks, BPTT
 ``rnn.py``             :class:`SimpleRNN`
@@ -48,6 +49,7 @@ from .maxout import Maxout
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .positional import PositionalEmbedding, SinusoidalPositionalEncoding
+from .preprocessing import Standardize
 from .residual import Residual
 from .rnn import SimpleRNN
 from .shape import Flatten, Reshape
@@ -83,6 +85,7 @@ __all__ = [
     "Residual",
     "SimpleRNN",
     "SinusoidalPositionalEncoding",
+    "Standardize",
     "TransformerEncoderBlock",
     "deserialize",
     "get",
