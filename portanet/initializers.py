@@ -20,6 +20,10 @@ lecun                  1 / fan_in             LeCun et al., "Efficient BackProp"
 A uniform U[-a, a] has variance a^2 / 3, so its limit is ``a = sqrt(3 * Var)``; a normal has
 ``std = sqrt(Var)``.
 
+``kernel_initializer="auto"`` (the default of Dense and Conv2D; Maxout accepts it) picks the
+variance by the layer's activation (:func:`for_activation`): He for the ReLU family, LeCun
+normal for SELU, Glorot for everything else (tanh, sigmoid, softmax, linear, custom ones).
+
 Fans (:func:`compute_fans`): a Dense kernel has shape ``(in_features, out_features)``, so
 ``fan_in = shape[0]``, ``fan_out = shape[1]``. A convolution kernel has shape
 ``(out_channels, in_channels, kh, kw)`` (PyTorch's layout) and each output sees
@@ -46,6 +50,8 @@ from ._typing import Array, Shape
 from .random import host_generator
 
 __all__ = [
+    "AUTO",
+    "RELU_FAMILY",
     "Constant",
     "GlorotNormal",
     "GlorotUniform",
@@ -63,7 +69,9 @@ __all__ = [
     "Zeros",
     "compute_fans",
     "deserialize",
+    "for_activation",
     "get",
+    "is_auto",
     "serialize",
 ]
 
@@ -406,6 +414,98 @@ class Orthogonal(Initializer):
 
 
 # ---------------------------------------------------------------------------------------------
+# "auto": the initializer follows the activation (seed 000 section 16).
+#
+# The He argument: z = sum_i w_i x_i over n inputs x_i = f(z'_i) of the previous layer, so
+# Var(z) = n Var(w) E[f(z')^2]. Keeping Var(z) = Var(z') needs Var(w) = 1 / (n E[f(z')^2]).
+# For z' ~ N(0, 1), numerically:
+#
+#   f             E[f(z')^2]      f             E[f(z')^2]      f             E[f(z')^2]
+#   relu, relu6   0.500           gelu          0.425           identity      1.000
+#   leaky_relu    (1 + a^2) / 2   mish          0.452           selu          1.000
+#   elu           0.645           silu, swish   0.356           softplus      0.921
+#   hard_swish    0.332           tanh          0.394           sigmoid       0.293 (mean 0.5)
+#
+# The ReLU family keeps about half of the second moment: He's 2 / fan_in gives it back.
+# SELU is built to keep mean 0 and variance 1 when Var(w) = 1 / fan_in, drawn from a normal
+# (Klambauer et al., 2017, section "Initialization"): LeCun normal. For tanh and sigmoid Glorot
+# & Bengio's fan average is the classic choice (their derivation is for the near-linear regime
+# around 0), and it stays the choice for everything else, so a model without a ReLU-like or
+# SELU activation gets exactly the weights it got before "auto" existed.
+# ---------------------------------------------------------------------------------------------
+AUTO = "auto"
+
+#: Activations for which "auto" picks He: ReLU and the functions shaped like it (identity for
+#: large positive inputs, a small bounded value for negative ones).
+RELU_FAMILY = frozenset({"relu", "leaky_relu", "relu6", "elu", "gelu", "gelu_tanh", "silu",
+                         "swish", "mish", "hard_swish"})
+
+# The default slope of activations.leaky_relu; a Leaky ReLU built without alpha uses it.
+_LEAKY_RELU_ALPHA = 0.01
+
+
+def _activation_key(name: str) -> str:
+    """The spelling-insensitive key activations.get uses: "LeakyReLU" == "leaky_relu"."""
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
+_RELU_KEYS = frozenset(_activation_key(n) for n in RELU_FAMILY)
+
+
+def is_auto(identifier: Any) -> bool:
+    """True for the string "auto" (any case): the layer resolves it from its activation."""
+    return isinstance(identifier, str) and identifier.strip().lower() == AUTO
+
+
+def for_activation(activation: str | None = None, **params: Any) -> Initializer:
+    """The kernel initializer that ``kernel_initializer="auto"`` picks for ``activation``.
+
+    ====================================================  ==========================  ==========
+    activation                                            initializer                 Var(w)
+    ====================================================  ==========================  ==========
+    relu, relu6, elu, gelu, gelu_tanh, silu, swish,       He uniform                  2 / fan_in
+    mish, hard_swish
+    leaky_relu (slope alpha, default 0.01)                He uniform with the PReLU   2 / ((1 +
+                                                          gain (He et al. 2015,       alpha^2)
+                                                          eq. 15)                     fan_in)
+    selu                                                  LeCun normal                1 / fan_in
+    anything else: None / linear, tanh, sigmoid,          Glorot uniform (the         2 / (fan_in
+    hard_sigmoid, softsign, softplus, softmax,            default before "auto")      + fan_out)
+    log_softmax, custom activations
+    ====================================================  ==========================  ==========
+
+    Args:
+        activation: an activation name as :func:`portanet.activations.get` spells it (case,
+            "-" and "_" ignored), or None for no activation.
+        **params: the activation's parameters; only leaky_relu's ``alpha`` changes the choice.
+
+    Returns:
+        The :class:`Initializer` (a fresh instance).
+
+    Examples:
+        >>> for_activation("relu"), for_activation("tanh"), for_activation("selu")
+        (HeUniform(), GlorotUniform(), LecunNormal())
+        >>> for_activation("leaky_relu", alpha=0.2)
+        VarianceScaling(scale=1.923076923076923, mode='fan_in', distribution='uniform')
+    """
+    if activation is None:
+        return GlorotUniform()
+    if not isinstance(activation, str):
+        raise TypeError(f"for_activation takes an activation name (str) or None, received "
+                        f"{activation!r} ({type(activation).__name__}).")
+    key = _activation_key(activation)
+    if key == _activation_key("leaky_relu"):
+        alpha = float(params.get("alpha", _LEAKY_RELU_ALPHA))
+        # A leaky ReLU keeps (1 + alpha^2) / 2 of the second moment instead of 1/2.
+        return VarianceScaling(2.0 / (1.0 + alpha * alpha), "fan_in", "uniform")
+    if key in _RELU_KEYS:
+        return HeUniform()
+    if key == "selu":
+        return LecunNormal()
+    return GlorotUniform()
+
+
+# ---------------------------------------------------------------------------------------------
 # Lookup by name and (de)serialization.
 # ---------------------------------------------------------------------------------------------
 _CLASSES = {cls.__name__: cls for cls in (
@@ -453,6 +553,11 @@ def get(identifier: Any) -> Initializer:
         return identifier
     if isinstance(identifier, str):
         key = identifier.strip().lower()
+        if key == AUTO:
+            raise ValueError(
+                "initializer 'auto' depends on the activation, so only a layer can resolve it "
+                "(Dense, Conv2D and Maxout take kernel_initializer='auto'). Outside a layer, ask "
+                "for_activation(name), e.g. initializers.for_activation('relu').")
         if key not in _NAMES:
             raise ValueError(f"unknown initializer {identifier!r}; known names: "
                              f"{sorted(_NAMES)}.")

@@ -37,7 +37,7 @@ def test_portanet_train_with_no_options(tmp_path):
     assert "8x8 handwritten digits" in out and "Backend(name='numpy'" in out
     assert len(_epoch_lines(out)) == 20
     accuracy = float(re.search(r"test accuracy: ([\d.]+)%", out).group(1))
-    assert accuracy >= 95.0, out  # measured 96.38% (346/359) with the default seed 0
+    assert accuracy >= 95.0, out  # measured 96.66% (347/359) with the default seed 0
     saved = tmp_path / "portanet-digits-mlp.safetensors"
     assert f"saved the model to {saved}" in out
     model = io.load(saved)

@@ -11,7 +11,18 @@ Examples:
 """
 
 from . import augmentation, sequences, text
-from .augmentation import Augment, random_crop, random_flip, random_rot90, random_shift
+from .augmentation import (
+    Augment,
+    random_brightness,
+    random_contrast,
+    random_crop,
+    random_flip,
+    random_grayscale,
+    random_rot90,
+    random_rotation,
+    random_shift,
+    random_zoom,
+)
 from .batching import (
     BatchIterator,
     iterate_batches,
@@ -104,10 +115,15 @@ __all__ = [
     "mask_from_lengths",
     "one_hot",
     "pad_sequences",
+    "random_brightness",
+    "random_contrast",
     "random_crop",
     "random_flip",
+    "random_grayscale",
     "random_rot90",
+    "random_rotation",
     "random_shift",
+    "random_zoom",
     "read_idx",
     "sample_next",
     "sequences",

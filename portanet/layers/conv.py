@@ -53,7 +53,22 @@ class Conv2D(WeightedLayer):
         dilation: int or (dh, dw) (default 1): spacing between kernel taps.
         use_bias: add a per-filter bias (default True).
         activation: an activation name or None.
-        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as Dense.
+        kernel_initializer: initializer of W. The default "auto" follows the activation, as
+            in Dense (with fan_in = C * kh * kw, fan_out = O * kh * kw):
+
+            ==========================================  =====================  ==============
+            activation                                  initializer            Var(W)
+            ==========================================  =====================  ==============
+            relu, relu6, elu, gelu, gelu_tanh, silu,    he_uniform             2 / fan_in
+            swish, mish, hard_swish
+            leaky_relu (slope alpha)                    He, PReLU gain         2 / ((1 + a^2)
+                                                                               fan_in)
+            selu                                        lecun_normal           1 / fan_in
+            None, tanh, sigmoid, softmax, any other     glorot_uniform         2 / (fan_in +
+                                                                               fan_out)
+            ==========================================  =====================  ==============
+
+        bias_initializer, kernel_regularizer, bias_regularizer: as Dense.
 
     Shapes:
         input (N, C, H, W); output (N, O, OH, OW) with
@@ -73,7 +88,7 @@ class Conv2D(WeightedLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, use_bias: bool = True,
-                 activation: Any = None, kernel_initializer: Any = "glorot_uniform",
+                 activation: Any = None, kernel_initializer: Any = "auto",
                  bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
                  bias_regularizer: Any = None, name: str | None = None):
         super().__init__(name)

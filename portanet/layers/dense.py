@@ -38,7 +38,21 @@ class Dense(WeightedLayer):
         out_features: number of output units.
         activation: an activation name ("relu", "tanh", ...), an activation object or None.
         use_bias: add the bias b (default True).
-        kernel_initializer: initializer of W (default "glorot_uniform").
+        kernel_initializer: initializer of W. The default "auto" follows the activation
+            (``initializers.for_activation``):
+
+            ==========================================  =====================  ==============
+            activation                                  initializer            Var(W)
+            ==========================================  =====================  ==============
+            relu, relu6, elu, gelu, gelu_tanh, silu,    he_uniform             2 / in
+            swish, mish, hard_swish
+            leaky_relu (slope alpha)                    He, PReLU gain         2 / ((1 + a^2)
+                                                                               in)
+            selu                                        lecun_normal           1 / in
+            None, tanh, sigmoid, softmax, any other     glorot_uniform         2 / (in + out)
+            ==========================================  =====================  ==============
+
+            Any name or :class:`~portanet.initializers.Initializer` is used exactly as given.
         bias_initializer: initializer of b (default "zeros").
         kernel_regularizer, bias_regularizer: e.g. ``regularizers.L2(1e-4)``, or None.
 
@@ -58,7 +72,7 @@ class Dense(WeightedLayer):
     _kernel_by_columns = False  # set by on_build from the backend's weight_order
 
     def __init__(self, in_features: int, out_features: int, activation: Any = None,
-                 use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
+                 use_bias: bool = True, kernel_initializer: Any = "auto",
                  bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
                  bias_regularizer: Any = None, name: str | None = None):
         super().__init__(name)

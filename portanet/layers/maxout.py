@@ -50,7 +50,9 @@ class Maxout(WeightedLayer):
         out_features: number of maxout units.
         pieces: k, the linear pieces per unit (default 2).
         use_bias: add the bias b (default True).
-        kernel_initializer: initializer of W (default "glorot_uniform").
+        kernel_initializer: initializer of W (default "glorot_uniform", which is also what
+            "auto" picks here: the max of k unit-variance pieces keeps E[y^2] >= 1, so there is
+            no lost half to give back as He does for ReLU).
         bias_initializer: initializer of b (default "zeros").
         kernel_regularizer, bias_regularizer: e.g. ``regularizers.L2(1e-4)``, or None.
 
@@ -135,7 +137,7 @@ class Maxout(WeightedLayer):
         return {
             "in_features": self.in_features, "out_features": self.out_features,
             "pieces": self.pieces, "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_initializer.get_config(),
+            "kernel_initializer": self._kernel_initializer_config(),
             "bias_initializer": self.bias_initializer.get_config(),
             "kernel_regularizer": regularizers.serialize(self.regularizers["kernel"]),
             "bias_regularizer": regularizers.serialize(self.regularizers.get("bias")),
