@@ -333,12 +333,15 @@ def _stale_pattern(prefix: str) -> re.Pattern:
 
 
 def _create_temp(folder: Path, prefix: str) -> tuple[int, Path]:
-    """Create a fresh temporary file (O_EXCL, mode 0600) and lock it where locks exist."""
+    """Create a fresh temporary file (O_EXCL) and lock it where locks exist.
+
+    Mode 0666 less the umask, as ``open(path, "w")`` gives: the checkpoint that replaces the
+    target is as readable as any file the user writes (mkstemp's 0600 made it private)."""
     for _ in range(100):
         tmp = folder / f"{prefix}{secrets.token_hex(_TEMP_RANDOM // 2)}{_TEMP_SUFFIX}"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o600)
+                         0o666)
         except FileExistsError:
             continue
         if fcntl is not None:
@@ -407,9 +410,14 @@ def _atomic_write(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
             os.close(fd)
             fd = -1
         _remove_stale_temps(folder, prefix, tmp)  # before writing: frees the space they hold
-        safetensors.numpy.save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
+        # The bytes go into the file created above (safetensors' save_file would replace it by
+        # a new one: mode 0600, and not the file the lock is on).
+        data = safetensors.numpy.save(tensors, metadata=metadata)
+        with (open(fd, "wb", closefd=False) if fd >= 0 else open(tmp, "r+b")) as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        del data
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

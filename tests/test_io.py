@@ -146,7 +146,7 @@ def test_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", crash)
+    monkeypatch.setattr(safetensors.numpy, "save", crash)
     with pytest.raises(OSError, match="disk full"):
         _model(seed=9).save(path)
     assert path.read_bytes() == before

@@ -415,13 +415,14 @@ _KILLED_SAVE = textwrap.dedent("""
     import safetensors.numpy
     import portanet as pn
 
-    def killed_mid_write(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"half a checkpoint")
-            f.flush()
+    def serialized(tensors, metadata=None):  # the bytes the write has got when it dies
+        return b"half a checkpoint"
+
+    def killed_before_the_bytes_are_durable(fd):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    safetensors.numpy.save_file = killed_mid_write
+    safetensors.numpy.save = serialized
+    os.fsync = killed_before_the_bytes_are_durable
     model = pn.Sequential([pn.layers.Dense(2, 3)], seed=0)
     model.save(sys.argv[1])
 """)
@@ -498,7 +499,7 @@ def test_cleanup_removes_only_this_targets_stale_temporary_files(tmp_path, monke
     os.utime(tmp_path / ".m.safetensors.fresh123.tmp", (past, past))
     with pn.use_backend("numpy"):
         model = _model()
-    monkeypatch.setattr(safetensors.numpy, "save_file", _disk_full)
+    monkeypatch.setattr(safetensors.numpy, "save", _disk_full)
     with pytest.raises(OSError, match="disk full"):
         model.save(tmp_path / "m.safetensors")
     kept.remove(".m.safetensors.fresh123.tmp")
@@ -508,3 +509,16 @@ def test_cleanup_removes_only_this_targets_stale_temporary_files(tmp_path, monke
 
 def _disk_full(*args, **kwargs):
     raise OSError("disk full (simulated)")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_saved_checkpoint_has_the_mode_open_would_give(tmp_path):
+    """0666 less the umask, as any file the user writes (not a temporary file's private 0600)."""
+    umask = os.umask(0o022)
+    try:
+        path = pn.Sequential([pn.layers.Dense(2, 2)], seed=0).save(tmp_path / "m.safetensors")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == os.stat(tmp_path / "plain").st_mode & 0o777 == 0o644
