@@ -48,6 +48,7 @@ import array_api_compat as compat
 from ._config import Configurable
 from ._typing import Array, Shape
 from .random import host_generator
+from .registry import Registry, key
 
 __all__ = [
     "AUTO",
@@ -253,7 +254,8 @@ class TruncatedNormal(Initializer):
     """w ~ N(mean, std^2) truncated to [mean - 2 std, mean + 2 std] (values beyond are redrawn).
 
     Note the truncated draws have a smaller spread than ``std`` (0.88 std); this keeps ``std``
-    as the parameter of the untruncated normal, as Keras and PyTorch's ``trunc_normal_`` do.
+    as the parameter of the untruncated normal, as Keras does (PyTorch's ``trunc_normal_`` also
+    takes the untruncated std, but cuts at the absolute bounds a=-2, b=2, not at mean ± 2 std).
     """
 
     name = "truncated_normal"
@@ -446,7 +448,7 @@ _LEAKY_RELU_ALPHA = 0.01
 
 def _activation_key(name: str) -> str:
     """The spelling-insensitive key activations.get uses: "LeakyReLU" == "leaky_relu"."""
-    return name.strip().lower().replace("-", "").replace("_", "")
+    return key(name)
 
 
 _RELU_KEYS = frozenset(_activation_key(n) for n in RELU_FAMILY)
@@ -508,20 +510,26 @@ def for_activation(activation: str | None = None, **params: Any) -> Initializer:
 # ---------------------------------------------------------------------------------------------
 # Lookup by name and (de)serialization.
 # ---------------------------------------------------------------------------------------------
-_CLASSES = {cls.__name__: cls for cls in (
-    Constant, Zeros, Ones, Uniform, Normal, TruncatedNormal, VarianceScaling, GlorotUniform,
-    GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal)}
+def _wrap(fn: Any, **params: Any) -> Initializer:
+    """A user function ``f(shape, generator) -> host array`` as an initializer."""
+    if params:
+        raise TypeError(f"initializer {fn!r} is a function; it takes no parameters, received "
+                        f"{sorted(params)}.")
+    return _Callable(fn)
 
-_NAMES = {
-    "zeros": Zeros, "zero": Zeros, "ones": Ones, "one": Ones, "constant": Constant,
-    "uniform": Uniform, "random_uniform": Uniform, "normal": Normal, "random_normal": Normal,
-    "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
-    "glorot_uniform": GlorotUniform, "xavier_uniform": GlorotUniform,
-    "glorot_normal": GlorotNormal, "xavier_normal": GlorotNormal,
-    "he_uniform": HeUniform, "kaiming_uniform": HeUniform,
-    "he_normal": HeNormal, "kaiming_normal": HeNormal,
-    "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal, "orthogonal": Orthogonal,
-}
+
+_REGISTRY = Registry("initializer", base=Initializer, wrap=_wrap,
+                     accepts="a name, a config dict, an Initializer or a callable "
+                             "f(shape, generator)")
+"""The initializers by class name (what configs write), with their usual other names."""
+for _cls, _aliases in (
+        (Constant, ()), (Zeros, ("zero",)), (Ones, ("one",)),
+        (Uniform, ("random_uniform",)), (Normal, ("random_normal",)), (TruncatedNormal, ()),
+        (VarianceScaling, ()), (GlorotUniform, ("xavier_uniform",)),
+        (GlorotNormal, ("xavier_normal",)), (HeUniform, ("kaiming_uniform",)),
+        (HeNormal, ("kaiming_normal",)), (LecunUniform, ()), (LecunNormal, ()),
+        (Orthogonal, ())):
+    _REGISTRY.register(_cls.__name__, _cls, _aliases)
 
 
 def serialize(initializer: Initializer) -> dict:
@@ -531,43 +539,29 @@ def serialize(initializer: Initializer) -> dict:
 
 def deserialize(config: dict) -> Initializer:
     """Rebuild an initializer from ``{"class_name": ..., "config": {...}}``."""
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError("an initializer config is a dict with 'class_name' and 'config', "
-                         f"received {config!r}.")
-    cls = _CLASSES.get(config["class_name"])
-    if cls is None:
-        raise ValueError(f"unknown initializer class {config['class_name']!r}; known: "
-                         f"{sorted(_CLASSES)}.")
-    return cls(**config.get("config", {}))
+    if not isinstance(config, dict):
+        raise ValueError("an initializer config is a dict {'class_name': ..., 'config': {...}}, "
+                         f"received {config!r:.200}.")
+    return _REGISTRY.resolve(config)
 
 
-def get(identifier: Any) -> Initializer:
-    """An :class:`Initializer` from a name ("he_normal", "xavier_uniform", ...), a config dict,
-    an instance (returned as is) or a callable ``f(shape, generator) -> host array``.
+def get(identifier: Any, **params: Any) -> Initializer:
+    """An :class:`Initializer` from a name ("he_normal", "xavier_uniform", "HeNormal", ...;
+    ``params`` go to its constructor), a config dict, an instance (returned as is) or a
+    callable ``f(shape, generator) -> host array``.
 
     Examples:
         >>> get("kaiming_uniform")
         HeUniform()
+        >>> get("truncated_normal", std=0.02)
+        TruncatedNormal(mean=0.0, std=0.02)
     """
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, str):
-        key = identifier.strip().lower()
-        if key == AUTO:
-            raise ValueError(
-                "initializer 'auto' depends on the activation, so only a layer can resolve it "
-                "(Dense, Conv2D and Maxout take kernel_initializer='auto'). Outside a layer, ask "
-                "for_activation(name), e.g. initializers.for_activation('relu').")
-        if key not in _NAMES:
-            raise ValueError(f"unknown initializer {identifier!r}; known names: "
-                             f"{sorted(_NAMES)}.")
-        return _NAMES[key]()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if callable(identifier):
-        return _Callable(identifier)
-    raise TypeError(f"an initializer must be a name, a config dict, an Initializer or a callable "
-                    f"f(shape, generator); received {identifier!r}.")
+    if is_auto(identifier):
+        raise ValueError(
+            "initializer 'auto' depends on the activation, so only a layer can resolve it "
+            "(Dense, Conv2D and Maxout take kernel_initializer='auto'). Outside a layer, ask "
+            "for_activation(name), e.g. initializers.for_activation('relu').")
+    return _REGISTRY.resolve(identifier, **params)
 
 
 class _Callable(Initializer):

@@ -33,16 +33,17 @@ PyTorch's ``"sum"`` is D times ours; for (N,) they are equal.
 
 Checking targets without slowing training down
 ----------------------------------------------
-Each call checks what costs nothing, the shapes and dtypes (held on the host), and raises
-clear errors: prediction/target shape mismatch, the wrong number of classes, integer class ids
-for a loss that needs a distribution per sample, float class ids. Checking target *values* (is
-every label in [0, C)? are BCE targets in [0, 1]?) means reading the data back to the host,
-which on a GPU stalls the pipeline; rule 4 of DESIGN.md forbids that on the hot path. So:
+Each call checks what costs nothing, the shapes and dtypes of the targets (held on the host).
+Their *values* are checked once per dataset, by ``loss.check_targets(y_true, num_classes)`` and
+:func:`check_labels` (one host read each), never per step: inside the hot path an integer label
+outside [0, C) makes its sample's loss NaN instead. The checks live in
+:mod:`portanet.losses_targets`, which explains why.
 
-* ``loss.check_targets(y_true, num_classes)`` and :func:`check_labels` do the value checks with
-  one host read each: the training loop calls them once per dataset, before the first epoch;
-* inside the hot path, integer labels outside [0, C) make their sample's loss NaN (a comparison
-  and a ``where`` on N labels, no sync), so a bad label can never train silently.
+Names and configs
+-----------------
+:func:`get` takes a class name or an alias in any spelling (``"mse"``, ``"SoftmaxCrossEntropy"``,
+``"cross_entropy"``) and ``get_config()`` writes ``{"class_name": "Huber", "config": {...}}``
+(see :mod:`portanet.registry`).
 
 Examples:
     >>> import numpy as np
@@ -62,9 +63,12 @@ from typing import Any, ClassVar
 import array_api_compat as compat
 
 from . import fused
+from . import losses_targets as targets
 from ._typing import Array, Namespace
 from .activations import log_softmax, sigmoid
 from .devices import namespace_of, to_numpy
+from .losses_targets import check_labels
+from .registry import Registry, make_config
 
 __all__ = [
     "EPSILON",
@@ -103,19 +107,13 @@ EPSILON = 1e-7
 # =============================================================================================
 # The base class: input checks, reductions, config
 # =============================================================================================
-_REGISTRY: dict[str, type[Loss]] = {}
-
-
-def _key(name: str) -> str:
-    return name.strip().lower().replace("_", "").replace("-", "").replace(" ", "")
-
-
 class Loss:
     """Base class of the losses: ``value, grad = loss(y_pred, y_true)``.
 
     Subclasses set ``aliases`` (extra names for :func:`get`) and implement ``_compute`` (or, for
-    elementwise losses, ``elementwise``). Subclasses register themselves by class name, so
-    ``get_config`` / :func:`from_config` round trip for user-defined losses too.
+    elementwise losses, ``elementwise``). Subclasses register themselves by class name (one
+    whose name starts with ``_`` does not), so ``get_config`` / :func:`from_config` round trip
+    for user-defined losses too; a later class of the same name replaces the earlier one.
 
     Args:
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (see the module docstring).
@@ -129,8 +127,7 @@ class Loss:
         super().__init_subclass__(**kwargs)
         if cls.__name__.startswith("_"):
             return
-        for name in (cls.__name__, *cls.__dict__.get("aliases", ())):
-            _REGISTRY[_key(name)] = cls
+        _REGISTRY.register(cls.__name__, cls, cls.__dict__.get("aliases", ()), overwrite=True)
 
     def __init__(self, *, reduction: str = "mean"):
         if reduction not in REDUCTIONS:
@@ -191,15 +188,16 @@ class Loss:
             num_classes: the number of model outputs; needed for integer class ids.
         """
         xp = namespace_of(y_true)
-        _require_finite(xp, y_true, type(self).__name__)
+        targets.require_finite(xp, y_true, type(self).__name__)
 
     # -- config ----------------------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
         return {}
 
     def get_config(self) -> dict[str, Any]:
-        """A JSON-able dict; :func:`from_config` (or :func:`get`) turns it back into this loss."""
-        return {"name": type(self).__name__, "reduction": self.reduction, **self._params()}
+        """``{"class_name": ..., "config": {"reduction": ..., ...}}`` (JSON-able);
+        :func:`from_config` (or :func:`get`) turns it back into this loss."""
+        return make_config(type(self).__name__, {"reduction": self.reduction, **self._params()})
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Loss:
@@ -207,7 +205,7 @@ class Loss:
         return from_config(config)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config()["config"].items())
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
@@ -215,6 +213,11 @@ class Loss:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+_REGISTRY = Registry("loss", base=Loss,
+                     accepts="a name such as 'mse', a config dict, a Loss class or instance")
+"""Every loss class by name and alias; the classes below register themselves."""
 
 
 def _reduce(xp: Namespace, per_sample: Array, grad: Array, reduction: str,
@@ -229,174 +232,9 @@ def _reduce(xp: Namespace, per_sample: Array, grad: Array, reduction: str,
     return xp.sum(per_sample) / normalizer, grad / normalizer
 
 
-# =============================================================================================
-# Checks of shapes and dtypes (free: shapes and dtypes live on the host)
-# =============================================================================================
-def _shape(x: Array) -> tuple[int, ...]:
-    return tuple(x.shape)
-
-
-def _cast_targets(xp: Namespace, y_true: Array, like: Array, name: str) -> Array:
-    if y_true.dtype == like.dtype:
-        return y_true
-    if not xp.isdtype(y_true.dtype, ("bool", "integral", "real floating")):
-        raise TypeError(f"{name}: y_true must be real numbers, integers or booleans, received "
-                        f"dtype {y_true.dtype}.")
-    return xp.astype(y_true, like.dtype)  # targets follow the predictions' dtype
-
-
-def _same_shape_targets(xp: Namespace, y_pred: Array, y_true: Array, name: str) -> Array:
-    """Targets with one value per prediction, cast to y_pred's dtype.
-
-    (N,) targets are accepted for (N, 1) predictions: that is how a one-output model's targets
-    usually arrive.
-    """
-    if _shape(y_true) != _shape(y_pred):
-        if y_pred.shape[-1] == 1 and _shape(y_true) == _shape(y_pred)[:-1]:
-            y_true = xp.reshape(y_true, _shape(y_pred))
-        else:
-            hint = " Reshape one of them to match."
-            if (xp.isdtype(y_true.dtype, "integral") and _shape(y_true) == _shape(y_pred)[:-1]):
-                hint = (f" These look like integer class ids: {name} needs one target per "
-                        "prediction. Use SoftmaxCrossEntropy (on logits) or "
-                        "CategoricalCrossEntropy (on probabilities), which take class ids, or "
-                        f"convert them with pn.ops.one_hot(y_true, {y_pred.shape[-1]}).")
-            raise ValueError(f"{name} expects y_true with the shape of y_pred "
-                             f"{_shape(y_pred)}, received y_true of shape {_shape(y_true)}."
-                             + hint)
-    return _cast_targets(xp, y_true, y_pred, name)
-
-
-def _class_targets(xp: Namespace, y_pred: Array, y_true: Array, name: str,
-                   allow_ids: bool = True) -> tuple[Array, Array | None]:
-    """Targets for a loss over the class axis (the last): one-hot/probabilities or class ids.
-
-    Returns:
-        ``(y, valid)``: ``y`` has y_pred's shape and dtype; ``valid`` is a boolean array over
-        the samples when ``y_true`` held class ids (False where an id is outside [0, C)), else
-        None.
-    """
-    n_classes = y_pred.shape[-1]
-    batch = _shape(y_pred)[:-1]
-    received = _shape(y_true)
-    if _are_class_ids(xp, y_pred, y_true, name):
-        if not allow_ids:
-            raise TypeError(
-                f"{name} needs a probability distribution per sample, y_true of shape "
-                f"{_shape(y_pred)}, received integer class ids of shape {received}. Convert "
-                f"them with pn.ops.one_hot(y_true, {n_classes}).")
-        # One-hot by comparing each id with 0..C-1: no scatter, no host read. An id outside
-        # [0, C) matches no class; `valid` remembers it so the loss can turn NaN.
-        classes = xp.arange(n_classes, dtype=y_true.dtype, device=compat.device(y_true))
-        y = xp.astype(xp.expand_dims(y_true, axis=-1) == classes, y_pred.dtype)
-        return y, (y_true >= 0) & (y_true < n_classes)
-    if received == _shape(y_pred):
-        return _cast_targets(xp, y_true, y_pred, name), None
-    if len(received) == len(batch) + 1 and received[:-1] == batch:
-        raise ValueError(
-            f"{name}: y_pred has {n_classes} classes (shape {_shape(y_pred)}) but y_true has "
-            f"{received[-1]} (shape {received}). Give the model's last layer {received[-1]} "
-            "outputs, or encode the targets with the model's number of classes.")
-    raise ValueError(
-        f"{name} expects y_true of shape {_shape(y_pred)} (one-hot or probabilities)"
-        + (f" or integer class ids of shape {batch}" if allow_ids else "")
-        + f", received shape {received} for y_pred of shape {_shape(y_pred)}.")
-
-
-def _are_class_ids(xp: Namespace, y_pred: Array, y_true: Array, name: str) -> bool:
-    """Whether ``y_true`` holds one integer class id per sample of ``y_pred`` (..., C)."""
-    received = _shape(y_true)
-    if received != _shape(y_pred)[:-1] or received == _shape(y_pred):
-        return False
-    if not xp.isdtype(y_true.dtype, "integral"):
-        raise TypeError(
-            f"{name}: y_true of shape {received} for y_pred {_shape(y_pred)} looks like class "
-            f"ids, but has dtype {y_true.dtype}. Pass integer ids "
-            "(pn.asarray(y, dtype='int64')) or one-hot targets of y_pred's shape.")
-    return True
-
-
 def _poison_invalid(xp: Namespace, per_sample: Array, valid: Array | None) -> Array:
     """NaN for samples whose class id was out of range: visible, with no host sync."""
     return per_sample if valid is None else xp.where(valid, per_sample, math.nan)
-
-
-# =============================================================================================
-# Checks of target values (host reads, once per dataset)
-# =============================================================================================
-def check_labels(labels: Array, num_classes: int) -> None:
-    """Check that integer class ids are in [0, num_classes); raise ``ValueError`` if not.
-
-    One host read (a device sync). Call it once per dataset, before training, never per batch:
-    during training an out-of-range id makes its sample's loss NaN instead (no sync).
-
-    Args:
-        labels: integer class ids, any shape.
-        num_classes: the number of classes (the model's outputs).
-
-    Examples:
-        >>> import numpy as np
-        >>> check_labels(np.asarray([0, 2, 1]), 3)
-        >>> check_labels(np.asarray([0, 3]), 3)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: 1 of 2 class labels are outside [0, 2] for 3 classes (received min 0, ...
-    """
-    xp = namespace_of(labels)
-    if not xp.isdtype(labels.dtype, "integral"):
-        raise TypeError(f"check_labels expects integer class ids, received dtype {labels.dtype}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, received {num_classes!r}.")
-    total = math.prod(labels.shape)
-    if total == 0:
-        return
-    bad = int(xp.count_nonzero((labels < 0) | (labels >= num_classes)))  # the one host read
-    if bad:
-        low, high = int(xp.min(labels)), int(xp.max(labels))
-        raise ValueError(
-            f"{bad} of {total} class labels are outside [0, {num_classes - 1}] for {num_classes} "
-            f"classes (received min {low}, max {high}). Class ids must run from 0 to "
-            f"{num_classes - 1}: if yours start at 1, subtract 1; if the model has too few "
-            f"outputs, give its last layer {max(high + 1, num_classes)} units.")
-
-
-def _require_finite(xp: Namespace, y: Array, name: str) -> None:
-    if xp.isdtype(y.dtype, "real floating") and not bool(xp.all(xp.isfinite(y))):
-        count = int(xp.count_nonzero(~xp.isfinite(y)))
-        raise ValueError(f"{name}: y_true holds {count} NaN or infinite values; clean or drop "
-                         "those samples before training.")
-
-
-def _require_range(xp: Namespace, y: Array, low: float, high: float | None, name: str,
-                   why: str) -> None:
-    _require_finite(xp, y, name)
-    if math.prod(y.shape) == 0 or xp.isdtype(y.dtype, "bool"):
-        return
-    y_min, y_max = float(xp.min(y)), float(xp.max(y))
-    if y_min < low or (high is not None and y_max > high):
-        expected = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise ValueError(f"{name}: y_true must be {expected} ({why}); received values from "
-                         f"{y_min:g} to {y_max:g}.")
-
-
-def _check_class_targets(xp: Namespace, y_true: Array, num_classes: int | None, name: str,
-                         allow_ids: bool = True) -> None:
-    # Integer targets are class ids unless they are 2-d or more with num_classes on the last
-    # axis (integer one-hot). Without y_pred, a 1-d array of length C counts as C class ids.
-    if xp.isdtype(y_true.dtype, "integral") and (
-            num_classes is None or y_true.ndim < 2 or y_true.shape[-1] != num_classes):
-        if not allow_ids:
-            raise TypeError(f"{name} needs a probability distribution per sample, received "
-                            f"integer class ids of shape {_shape(y_true)}; one-hot encode them.")
-        if num_classes is None:
-            raise ValueError(f"{name}.check_targets: pass num_classes (the model's number of "
-                             "outputs) to check integer class ids.")
-        check_labels(y_true, num_classes)
-        return
-    if num_classes is not None and (y_true.ndim == 0 or y_true.shape[-1] != num_classes):
-        raise ValueError(f"{name}: y_true has shape {_shape(y_true)}, expected {num_classes} "
-                         "classes on its last axis.")
-    _require_range(xp, y_true, 0.0, None, name, "class probabilities")
 
 
 # =============================================================================================
@@ -410,7 +248,7 @@ class _ElementwiseLoss(Loss):
         raise NotImplementedError
 
     def _compute(self, xp, y_pred, y_true):
-        y_true = _same_shape_targets(xp, y_pred, y_true, type(self).__name__)
+        y_true = targets.same_shape(xp, y_pred, y_true, type(self).__name__)
         terms, dterms = self.elementwise(xp, y_pred, y_true)
         per_sample_size = math.prod(y_pred.shape[1:])  # D terms average into one sample's loss
         if per_sample_size != 1:
@@ -487,7 +325,7 @@ class RootMeanSquaredError(Loss):
     aliases = ("rmse", "root_mean_squared_error")
 
     def _compute(self, xp, y_pred, y_true):
-        y_true = _same_shape_targets(xp, y_pred, y_true, type(self).__name__)
+        y_true = targets.same_shape(xp, y_pred, y_true, type(self).__name__)
         diff = y_pred - y_true
         n = y_pred.shape[0]
         per_sample_size = math.prod(y_pred.shape[1:])
@@ -604,7 +442,7 @@ class Poisson(_ElementwiseLoss):
         return y_pred - y_true * xp.log(shifted), 1.0 - y_true / shifted
 
     def check_targets(self, y_true, num_classes=None):
-        _require_range(namespace_of(y_true), y_true, 0.0, None, "Poisson", "counts")
+        targets.require_range(namespace_of(y_true), y_true, 0.0, None, "Poisson", "counts")
 
 
 def _check_epsilon(epsilon: Any, name: str) -> float:
@@ -649,7 +487,7 @@ class Hinge(_ElementwiseLoss):
         return xp.maximum(margin, 0.0), xp.where(margin > 0, -y, 0.0)
 
     def check_targets(self, y_true, num_classes=None):
-        _check_binary_labels(namespace_of(y_true), y_true, type(self).__name__)
+        targets.check_binary(namespace_of(y_true), y_true, type(self).__name__)
 
 
 class SquaredHinge(_ElementwiseLoss):
@@ -673,17 +511,7 @@ class SquaredHinge(_ElementwiseLoss):
         return margin * margin, -2.0 * y * margin
 
     def check_targets(self, y_true, num_classes=None):
-        _check_binary_labels(namespace_of(y_true), y_true, type(self).__name__)
-
-
-def _check_binary_labels(xp: Namespace, y: Array, name: str) -> None:
-    _require_finite(xp, y, name)
-    pm_one = bool(xp.all((y == -1) | (y == 1)))
-    zero_one = bool(xp.all((y == 0) | (y == 1)))
-    if not (pm_one or zero_one):
-        raise ValueError(f"{name}: labels must all be in {{-1, 1}} or all in {{0, 1}}; received "
-                         f"values from {float(xp.min(y)):g} to {float(xp.max(y)):g} outside "
-                         "those sets.")
+        targets.check_binary(namespace_of(y_true), y_true, type(self).__name__)
 
 
 class _ClassLoss(Loss):
@@ -692,8 +520,8 @@ class _ClassLoss(Loss):
     takes_class_ids = True
 
     def check_targets(self, y_true, num_classes=None):
-        _check_class_targets(namespace_of(y_true), y_true, num_classes, type(self).__name__,
-                             allow_ids=self.takes_class_ids)
+        targets.check_classes(namespace_of(y_true), y_true, num_classes, type(self).__name__,
+                              allow_ids=self.takes_class_ids)
 
 
 class CategoricalHinge(_ClassLoss):
@@ -727,7 +555,7 @@ class CategoricalHinge(_ClassLoss):
         return {"margin": self.margin}
 
     def _compute(self, xp, y_pred, y_true):
-        y, valid = _class_targets(xp, y_pred, y_true, type(self).__name__)
+        y, valid = targets.for_classes(xp, y_pred, y_true, type(self).__name__)
         n_classes = float(y_pred.shape[-1])
         true_score = xp.sum(y * y_pred, axis=-1, keepdims=True)
         margins = self.margin - true_score + y_pred
@@ -789,8 +617,8 @@ class BinaryCrossEntropy(_ElementwiseLoss):
         return loss, (p - y_true) / (p * (1.0 - p))
 
     def check_targets(self, y_true, num_classes=None):
-        _require_range(namespace_of(y_true), y_true, 0.0, 1.0, "BinaryCrossEntropy",
-                       "probabilities")
+        targets.require_range(namespace_of(y_true), y_true, 0.0, 1.0, "BinaryCrossEntropy",
+                              "probabilities")
 
 
 class BinaryCrossEntropyWithLogits(_ElementwiseLoss):
@@ -820,8 +648,8 @@ class BinaryCrossEntropyWithLogits(_ElementwiseLoss):
         return softplus - y_true * z, sigmoid(z) - y_true
 
     def check_targets(self, y_true, num_classes=None):
-        _require_range(namespace_of(y_true), y_true, 0.0, 1.0, "BinaryCrossEntropyWithLogits",
-                       "probabilities")
+        targets.require_range(namespace_of(y_true), y_true, 0.0, 1.0,
+                              "BinaryCrossEntropyWithLogits", "probabilities")
 
 
 class CategoricalCrossEntropy(_ClassLoss):
@@ -859,7 +687,7 @@ class CategoricalCrossEntropy(_ClassLoss):
         return {"epsilon": self.epsilon}
 
     def _compute(self, xp, y_pred, y_true):
-        y, valid = _class_targets(xp, y_pred, y_true, type(self).__name__)
+        y, valid = targets.for_classes(xp, y_pred, y_true, type(self).__name__)
         q = xp.clip(y_pred, min=self.epsilon, max=1.0)
         per_sample = -xp.sum(y * xp.log(q), axis=-1)
         return _reduce(xp, _poison_invalid(xp, per_sample, valid), -y / q, self.reduction)
@@ -922,8 +750,8 @@ class SoftmaxCrossEntropy(_ClassLoss):
         if len(self.class_weights) != like.shape[-1]:
             raise ValueError(f"SoftmaxCrossEntropy: class_weights has "
                              f"{len(self.class_weights)} entries but y_pred has "
-                             f"{like.shape[-1]} classes (shape {_shape(like)}); give one weight "
-                             "per class.")
+                             f"{like.shape[-1]} classes (shape {tuple(like.shape)}); give one "
+                             "weight per class.")
         device = compat.device(like)
         key = (xp.__name__, str(device), str(like.dtype))
         weights = self._weights_on.get(key)
@@ -934,11 +762,11 @@ class SoftmaxCrossEntropy(_ClassLoss):
 
     def _compute(self, xp, y_pred, y_true):
         plain = self.class_weights is None and self.label_smoothing == 0.0
-        if plain and _are_class_ids(xp, y_pred, y_true, type(self).__name__):
+        if plain and targets.are_class_ids(xp, y_pred, y_true, type(self).__name__):
             # The common case, one fused kernel where the backend has one (fused.py).
             per_sample, grad = fused.softmax_cross_entropy(y_pred, y_true)
             return _reduce(xp, per_sample, grad, self.reduction)
-        y, valid = _class_targets(xp, y_pred, y_true, type(self).__name__)
+        y, valid = targets.for_classes(xp, y_pred, y_true, type(self).__name__)
         weights = self._weights(xp, y_pred)
         e = self.label_smoothing
         target = y if e == 0.0 else (1.0 - e) * y + e / float(y_pred.shape[-1])
@@ -1009,7 +837,7 @@ class KLDivergence(_ClassLoss):
         return {"epsilon": self.epsilon}
 
     def _compute(self, xp, y_pred, y_true):
-        p, _ = _class_targets(xp, y_pred, y_true, type(self).__name__, allow_ids=False)
+        p, _ = targets.for_classes(xp, y_pred, y_true, type(self).__name__, allow_ids=False)
         q = xp.clip(y_pred, min=self.epsilon, max=1.0)
         positive = p > 0
         # p log p with the limit 0 log 0 = 0, without ever evaluating log(0)
@@ -1027,44 +855,25 @@ RMSE = RootMeanSquaredError
 
 
 def known_names() -> list[str]:
-    """The class names and aliases :func:`get` accepts (case, ``_`` and ``-`` are ignored)."""
-    names = set()
-    for cls in set(_REGISTRY.values()):
-        names.update((cls.__name__, *cls.__dict__.get("aliases", ())))
-    return sorted(names)
-
-
-def _lookup(name: str) -> type[Loss]:
-    cls = _REGISTRY.get(_key(name)) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(known_names())}.")
-    return cls
-
-
-def _build(cls: type[Loss], params: dict[str, Any]) -> Loss:
-    try:
-        return cls(**params)
-    except TypeError as err:
-        if "unexpected keyword" not in str(err) and "positional" not in str(err):
-            raise
-        import inspect
-
-        accepted = list(inspect.signature(cls.__init__).parameters)[1:]
-        raise TypeError(f"{cls.__name__} received parameters {sorted(params)}; it accepts "
-                        f"{accepted}.") from None
+    """The class names and aliases :func:`get` accepts (case, ``_``, ``-`` and spaces are
+    ignored)."""
+    return _REGISTRY.names()
 
 
 def from_config(config: dict[str, Any]) -> Loss:
-    """A loss from ``get_config()``'s dict, e.g. ``{"name": "Huber", "delta": 2.0}``.
+    """A loss from ``get_config()``'s dict, e.g. ``{"class_name": "Huber", "config": {"delta":
+    2.0}}``; the format-1/2 shape ``{"name": "Huber", "delta": 2.0}`` is read too.
 
     Examples:
         >>> from_config(Huber(delta=2.0).get_config())
         Huber(reduction='mean', delta=2.0)
+        >>> from_config({"name": "huber", "delta": 2.0})
+        Huber(reduction='mean', delta=2.0)
     """
-    if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"a loss config is a dict with a 'name' key, received {config!r}.")
-    params = dict(config)
-    return _build(_lookup(params.pop("name")), params)
+    if not isinstance(config, dict):
+        raise ValueError(f"a loss config is a dict {{'class_name': ..., 'config': {{...}}}} (from "
+                         f"get_config()), received {config!r:.200}.")
+    return _REGISTRY.resolve(config)
 
 
 def get(identifier: str | dict | Loss | type[Loss], **params: Any) -> Loss:
@@ -1075,20 +884,12 @@ def get(identifier: str | dict | Loss | type[Loss], **params: Any) -> Loss:
             :func:`known_names`), a ``get_config()`` dict, a Loss class or a Loss instance.
         **params: constructor arguments, e.g. ``reduction="sum"`` or ``delta=2.0``.
 
+    Raises:
+        ValueError: an unknown name (the message suggests the closest known ones).
+        TypeError: parameters the loss does not take, or an identifier of another type.
+
     Examples:
         >>> get("huber", delta=2.0)
         Huber(reduction='mean', delta=2.0)
     """
-    if isinstance(identifier, Loss):
-        if params:
-            raise TypeError(f"get({identifier!r}, ...) received parameters {sorted(params)} for "
-                            "a loss that is already built; construct a new one instead.")
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Loss):
-        return _build(identifier, params)
-    if isinstance(identifier, dict):
-        return from_config({**identifier, **params})
-    if isinstance(identifier, str):
-        return _build(_lookup(identifier), params)
-    raise TypeError(f"cannot make a loss from {identifier!r} ({type(identifier).__name__}); "
-                    "pass a name such as 'mse', a config dict, a Loss class or instance.")
+    return _REGISTRY.resolve(identifier, **params)

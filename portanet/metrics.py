@@ -52,6 +52,7 @@ import array_api_compat as compat
 from ._typing import Array, Namespace
 from .backend import adapter_of
 from .devices import namespace_of, to_numpy
+from .registry import Registry
 
 __all__ = [
     "Metric",
@@ -676,7 +677,16 @@ def _named(name: str, average: str, which: int) -> Metric:
     return Metric(name, fn, takes_num_classes=True)
 
 
-_REGISTRY: dict[str, Metric] = {
+def _wrap(fn: Callable[..., Any]) -> Metric:
+    """A plain function as a "classes" metric named after it."""
+    return Metric(getattr(fn, "__name__", "metric"), fn)
+
+
+_REGISTRY = Registry("metric", base=Metric, wrap=_wrap, factory=False,
+                     accepts="a metric name such as 'accuracy', a Metric, or a function "
+                             "f(y_true, y_pred)")
+"""The named metrics (the objects themselves: they have no parameters)."""
+_REGISTRY.update({
     "accuracy": Metric("accuracy", accuracy),
     "top_k_accuracy": Metric("top_k_accuracy", top_k_accuracy, "scores"),
     "top5_accuracy": Metric("top5_accuracy", lambda t, s: top_k_accuracy(t, s, 5), "scores"),
@@ -688,15 +698,16 @@ _REGISTRY: dict[str, Metric] = {
     "rmse": Metric("rmse", root_mean_squared_error, "values", False),
     "r2": Metric("r2", r2_score, "values"),
     "within_tolerance": Metric("within_tolerance", within_tolerance, "values"),
-}
+})
 for _which, _base in enumerate(("precision", "recall", "f1")):
     _REGISTRY[_base] = _named(_base, _BINARY_OR_MACRO, _which)
     for _avg in ("binary", "macro", "micro", "weighted"):
         _REGISTRY[f"{_base}_{_avg}"] = _named(f"{_base}_{_avg}", _avg, _which)
-_ALIASES = {"acc": "accuracy", "top5": "top5_accuracy", "top3": "top3_accuracy",
-            "auc": "roc_auc", "ap": "average_precision", "r2_score": "r2",
-            "mean_absolute_error": "mae", "mean_squared_error": "mse",
-            "root_mean_squared_error": "rmse", "f1_score": "f1"}
+for _alias, _name in {"acc": "accuracy", "top5": "top5_accuracy", "top3": "top3_accuracy",
+                      "auc": "roc_auc", "ap": "average_precision", "r2_score": "r2",
+                      "mean_absolute_error": "mae", "mean_squared_error": "mse",
+                      "root_mean_squared_error": "rmse", "f1_score": "f1"}.items():
+    _REGISTRY.alias(_name, _alias)
 
 
 def get(metric: str | Callable | Metric) -> Metric:
@@ -705,19 +716,12 @@ def get(metric: str | Callable | Metric) -> Metric:
     "precision", "recall" and "f1" are class 1's for two classes (scikit-learn's
     ``average="binary"``) and the macro average for more; "f1_binary", "f1_macro",
     "f1_micro" and "f1_weighted" (and the same for precision and recall) fix the average.
+    Names ignore case, ``_``, ``-`` and spaces ("F1-Macro").
 
     A plain function ``f(y_true, y_pred)`` is wrapped as a "classes" metric named after it;
     wrap it in ``Metric(name, f, kind=...)`` to choose what it receives.
+
+    Raises:
+        ValueError: an unknown name (the message suggests the closest known ones).
     """
-    if isinstance(metric, Metric):
-        return metric
-    if callable(metric):
-        return Metric(getattr(metric, "__name__", "metric"), metric)
-    if isinstance(metric, str):
-        key = metric.strip().lower()
-        key = _ALIASES.get(key, key)
-        if key in _REGISTRY:
-            return _REGISTRY[key]
-    raise ValueError(f"unknown metric {metric!r}; known names: {', '.join(sorted(_REGISTRY))} "
-                     f"(aliases: {', '.join(sorted(_ALIASES))}), or pass a function "
-                     "f(y_true, y_pred).")
+    return _REGISTRY.resolve(metric)

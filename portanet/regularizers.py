@@ -34,6 +34,7 @@ import array_api_compat as compat
 
 from ._config import Configurable
 from ._typing import Array
+from .registry import Registry
 
 __all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "serialize"]
 
@@ -113,8 +114,18 @@ class L1L2(Regularizer):
         return {"l1": self.l1, "l2": self.l2}
 
 
-_CLASSES = {"L1": L1, "L2": L2, "L1L2": L1L2}
-_NAMES = {"l1": L1, "l2": L2, "l1l2": L1L2, "l1_l2": L1L2, "elastic_net": L1L2}
+def _elastic_net(l1: float = 0.01, l2: float = 0.01) -> L1L2:
+    """L1L2 by name: "l1l2" alone means both factors 0.01, like "l1" and "l2" alone."""
+    return L1L2(l1, l2)
+
+
+_REGISTRY = Registry("regularizer", base=Regularizer,
+                     accepts="None, a name such as 'l2', a config dict or a Regularizer")
+"""The regularizers by class name (what configs write) and short names: "l1", "l2" and "l1l2"
+are the class names in another spelling (default factors 0.01)."""
+_REGISTRY.register("L1", L1)
+_REGISTRY.register("L2", L2)
+_REGISTRY.register("L1L2", _elastic_net, aliases=("elastic_net",))
 
 
 def serialize(regularizer: Regularizer | None) -> dict | None:
@@ -124,24 +135,20 @@ def serialize(regularizer: Regularizer | None) -> dict | None:
 
 def deserialize(config: dict) -> Regularizer:
     """Rebuild a regularizer from ``{"class_name": ..., "config": {...}}``."""
-    if not isinstance(config, dict) or config.get("class_name") not in _CLASSES:
-        raise ValueError("a regularizer config is {'class_name': one of "
-                         f"{sorted(_CLASSES)}, 'config': {{...}}}}, received {config!r}.")
-    return _CLASSES[config["class_name"]](**config.get("config", {}))
+    if not isinstance(config, dict):
+        raise ValueError("a regularizer config is a dict {'class_name': ..., 'config': {...}}, "
+                         f"received {config!r:.200}.")
+    return _REGISTRY.resolve(config)
 
 
-def get(identifier: Any) -> Regularizer | None:
-    """A :class:`Regularizer` from None, a name ("l1", "l2", "l1l2": default factors 0.01),
-    a config dict, or an instance (returned as is)."""
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, str):
-        key = identifier.strip().lower()
-        if key not in _NAMES:
-            raise ValueError(f"unknown regularizer {identifier!r}; known names: {sorted(_NAMES)}.")
-        cls = _NAMES[key]
-        return cls(0.01, 0.01) if cls is L1L2 else cls()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    raise TypeError(f"a regularizer must be None, a name, a config dict or a Regularizer; "
-                    f"received {identifier!r}.")
+def get(identifier: Any, **params: Any) -> Regularizer | None:
+    """A :class:`Regularizer` from None, a name ("l1", "l2", "l1l2": default factors 0.01,
+    or those given in ``params``), a config dict, or an instance (returned as is).
+
+    Examples:
+        >>> get("l1_l2", l2=0.5)
+        L1L2(l1=0.01, l2=0.5)
+    """
+    if identifier is None:
+        return None
+    return _REGISTRY.resolve(identifier, **params)

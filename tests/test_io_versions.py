@@ -4,6 +4,8 @@
 (before the "random" entry existed; see tests/fixtures/README.md), and
 ``v1_expected.json`` holds their values as plain JSON lists, written at the same time from the
 model itself, so the expected values do not come from the reader under test.
+``v2_model.safetensors`` and ``v2_expected.json`` were made the same way with format version 2,
+before every kind wrote one config shape: its architecture holds the three older shapes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import safetensors
 import safetensors.numpy
 
 import portanet as pn
-from portanet import io, layers, optimizers
+from portanet import activations, io, layers, losses, optimizers, regularizers, schedules
 from portanet.model import Sequential
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -75,12 +77,12 @@ def test_a_version_1_weights_file_loads_into_a_model_built_in_code(backend):
     _assert_values(model.buffers(), EXPECTED["buffers"])
 
 
-def test_a_version_1_file_saved_again_is_version_2(tmp_path):
+def test_a_version_1_file_saved_again_is_the_current_version(tmp_path):
     with pn.use_backend("numpy"):
         model = io.load(FIXTURES / "v1_model.safetensors")
         path = model.save(tmp_path / "again.safetensors")
     with safetensors.safe_open(path, "numpy") as f:
-        assert f.metadata()["format_version"] == "2"
+        assert f.metadata()["format_version"] == str(io.FORMAT_VERSION) == "3"
     _assert_values(io.read_checkpoint(path).parameters, EXPECTED["parameters"])
 
 
@@ -245,3 +247,68 @@ def test_save_stores_the_models_random_state_and_load_hands_it_back(tmp_path, mo
         path = Sequential([layers.Dense(2, 3)], seed=0).save(tmp_path / "plain.safetensors")
         assert io.read_checkpoint(path).random is None
         io.load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Version 2 files: the three config shapes of that time (tests/fixtures/README.md)
+# ---------------------------------------------------------------------------------------------
+EXPECTED_V2 = json.loads((FIXTURES / "v2_expected.json").read_text())
+
+
+def _v2_architecture() -> dict:
+    with safetensors.safe_open(FIXTURES / "v2_model.safetensors", "numpy") as f:
+        metadata = f.metadata()
+    assert metadata["format_version"] == "2" and "random" in metadata
+    return json.loads(metadata["architecture"])
+
+
+def test_the_v2_fixture_holds_the_three_old_config_shapes():
+    """What the loading test below reads: if the file changed, that test would prove less."""
+    arch = _v2_architecture()
+    assert arch["loss"] == {"name": "SoftmaxCrossEntropy", "reduction": "mean",
+                            "label_smoothing": 0.1, "class_weights": None}
+    opt = arch["optimizer"]
+    assert opt["class_name"] == "Adam" and "config" not in opt
+    assert opt["learning_rate"]["class_name"] == "LinearWarmup"
+    assert opt["learning_rate"]["schedule"]["class_name"] == "ExponentialDecay"
+    dense, _, _, leaky, _ = arch["layers"]
+    assert dense["config"]["activation"] == "relu"
+    assert dense["config"]["kernel_regularizer"] == {"class_name": "L2", "config": {"l2": 0.01}}
+    assert leaky["config"]["activation"] == {"name": "leaky_relu", "alpha": 0.2}
+
+
+def test_a_version_2_model_loads_with_the_same_values(backend):
+    path = FIXTURES / "v2_model.safetensors"
+    assert io.read_checkpoint(path).epoch == EXPECTED_V2["epoch"]
+    model = io.load(path, backend=backend.name, device=backend.device)
+    assert model.epoch == EXPECTED_V2["epoch"]
+    _assert_values(model.parameters(), EXPECTED_V2["parameters"])
+    _assert_values(model.buffers(), EXPECTED_V2["buffers"])
+    for p in model.parameters().values():
+        assert pn.device_of(p) == pn.device_of(backend.asarray([0.0]))
+    state = model.optimizer.state_dict()
+    assert state["step"] == EXPECTED_V2["step"]
+    assert list(state["slots"]) == list(EXPECTED_V2["slots"])
+    for name, slots in EXPECTED_V2["slots"].items():
+        _assert_values(state["slots"][name], slots)
+    # Each old config shape became the object it described.
+    assert model.loss == losses.SoftmaxCrossEntropy(label_smoothing=0.1)
+    lr = model.optimizer.learning_rate
+    assert type(model.optimizer) is optimizers.Adam
+    assert type(lr) is schedules.LinearWarmup and type(lr.schedule) is schedules.ExponentialDecay
+    assert [lr(t) for t in range(8)] == EXPECTED_V2["learning_rates"]
+    assert model.layers[0].activation.name == "relu"
+    assert model.layers[0].regularizers["kernel"] == regularizers.L2(0.01)
+    assert model.layers[3].activation == activations.get("leaky_relu", alpha=0.2)
+    # The same function of the input (dropout is off outside training).
+    x = backend.asarray(np.asarray(EXPECTED_V2["predictions"]["x"], dtype=np.float32))
+    np.testing.assert_allclose(pn.to_numpy(model.predict(x)),
+                               np.asarray(EXPECTED_V2["predictions"]["y"], dtype=np.float32),
+                               rtol=1e-5, atol=1e-6)
+    # The dropout generator continues exactly where its kind is this backend's (else it
+    # restarts from the saved seed: random.Generator.load_state_dict).
+    (name, want), = EXPECTED_V2["random_layers"].items()
+    got = model.random_state()["layers"][name]
+    assert got["seed"] == want["seed"]
+    if got["kind"] == want["kind"]:
+        assert np.asarray(got["state"]).tolist() == want["state"]

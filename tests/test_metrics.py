@@ -437,7 +437,8 @@ def test_get_by_name():
     assert metrics.get("f1_macro").kind == "classes"
     assert metrics.get("rmse").higher_is_better is False
     assert metrics.get("top5").kind == "scores"
-    with pytest.raises(ValueError, match="unknown metric 'accuracyy'; known names: .*accuracy"):
+    with pytest.raises(ValueError, match="unknown metric 'accuracyy'; did you mean 'accuracy'"
+                                         r".*\? Known: .*accuracy"):
         metrics.get("accuracyy")
 
 

@@ -66,8 +66,8 @@ def _torch_optimizer(opt: optimizers.Optimizer, params: list):
     """The torch.optim twin of ``opt``, translated argument by argument from its config."""
     import torch
 
-    c = opt.get_config()
-    name = c.pop("class_name")
+    config = opt.get_config()
+    name, c = config["class_name"], dict(config["config"])
     lr = c.pop("learning_rate")
     lr = lr if isinstance(lr, float) else schedules.from_config(lr)(0)
     for k in ("clip_value", "clip_norm", "global_clip_norm", "inplace"):
@@ -764,8 +764,9 @@ def test_get_config_is_json_and_get_rebuilds():
     (lambda: Adam(clip_norm=0.0), r"clip_norm must be > 0 \(or None for no clipping\), "
                                   r"received 0.0"),
     (lambda: optimizers.get("adamm"), r"unknown optimizer 'adamm'"),
-    (lambda: optimizers.get({"class_name": "Lion"}), r"unknown optimizer class 'Lion'"),
-    (lambda: optimizers.get(3), r"expected an optimizer name, config dict or Optimizer"),
+    (lambda: optimizers.get({"class_name": "Lion"}), r"unknown optimizer 'Lion'\. Known: "),
+    (lambda: optimizers.get(3), r"cannot make an optimizer from 3 \(int\); pass an optimizer "
+                                r"name such as 'adam', a config dict or an Optimizer"),
 ])
 def test_bad_arguments_raise_clear_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):

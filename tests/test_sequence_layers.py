@@ -560,7 +560,7 @@ def test_softmax_temperature_one_is_plain_softmax(backend):
     plain = backend.to_numpy(A.softmax(xb))
     np.testing.assert_array_equal(backend.to_numpy(A.softmax(xb, temperature=1.0)), plain)
     np.testing.assert_array_equal(backend.to_numpy(A.softmax(xb, temperature=1)), plain)
-    assert A.get("softmax").get_config() == {"name": "softmax"}
+    assert A.get("softmax").get_config() == {"class_name": "softmax", "config": {}}
 
 
 def test_softmax_temperature_in_the_activation_layer(backend):
@@ -571,7 +571,8 @@ def test_softmax_temperature_in_the_activation_layer(backend):
                   Activation("softmax", temperature=2.0),
                   Activation(A.get("softmax", temperature=2.0))):
         again = round_trip(layer)
-        assert again.get_config()["activation"] == {"name": "softmax", "temperature": 2.0}
+        assert again.get_config()["activation"] == {"class_name": "softmax",
+                                                    "config": {"temperature": 2.0}}
         y, backprop = again.forward(backend.asarray(x, "float64"))
         assert_matches(y, expected, backend, "float64")
         g = rand(2, 4, seed=5)

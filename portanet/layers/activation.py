@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import activations
 from .._typing import Array
 from .base import Layer, register
 
@@ -18,19 +19,18 @@ def get_activation(identifier: Any, **params: Any):
     "identity"), so layers skip the call entirely when there is nothing to apply."""
     if identifier is None:
         return None
-    from .. import activations  # at call time: layers sit above the math modules
-
     act = activations.get(identifier, **params)
     return None if act.name == "identity" else act
 
 
 def activation_config(act: Any) -> str | dict | None:
-    """What ``activations.get`` turns back into ``act``: its name, or its config dict when it
-    has parameters (``{"name": "leaky_relu", "alpha": 0.2}``); None for no activation."""
+    """What ``activations.get`` turns back into ``act``: its name when it has no parameters
+    (``"relu"``), else its config (``{"class_name": "leaky_relu", "config": {"alpha": 0.2}}``);
+    None for no activation."""
     if act is None:
         return None
     config = act.get_config()
-    return config["name"] if set(config) == {"name"} else config
+    return config if config["config"] else config["class_name"]
 
 
 def activation_name(act: Any) -> str:

@@ -33,6 +33,7 @@ from ..backend import Backend, adapter_of, get_backend, make_backend
 from ..devices import to_backend
 from ..errors import abridged
 from ..random import fresh_seed, host_generator
+from ..registry import Registry, make_config
 
 __all__ = ["Container", "Layer", "deserialize", "get", "register", "serialize"]
 
@@ -485,12 +486,25 @@ class Container(Layer):
 # ---------------------------------------------------------------------------------------------
 # Registry: layer configs are {"class_name": "Dense", "config": {...}}.
 # ---------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, type] = {}
+_REGISTRY = Registry("layer class", base=Layer, name_key=False,
+                     accepts="a Layer, a registered layer class or its name, or a config dict",
+                     hint="Decorate custom layers with @portanet.layers.register.")
+"""Every layer class that configs can name (the built-in ones register as they are defined)."""
 
 
 def register(cls: type) -> type:
-    """Class decorator: make ``cls`` rebuildable from its config by class name."""
-    _REGISTRY[cls.__name__] = cls
+    """Class decorator: make ``cls`` rebuildable from its config by class name.
+
+    Registering a class of the same name again replaces the earlier one (a class defined
+    anew); a name that differs only in case or ``_`` from another registered class's is
+    refused, since lookups ignore those.
+    """
+    name = cls.__name__
+    if name in _REGISTRY and _REGISTRY.canonical(name) != name:
+        raise ValueError(f"layer class {name!r} would replace the registered layer class "
+                         f"{_REGISTRY.canonical(name)!r} (class names are looked up ignoring "
+                         "case and '_'); give it another name.")
+    _REGISTRY.register(name, cls, overwrite=True)
     return cls
 
 
@@ -498,7 +512,7 @@ def serialize(layer: Layer) -> dict:
     """``{"class_name": ..., "config": layer.get_config()}`` (JSON-able)."""
     if not isinstance(layer, Layer):
         raise TypeError(f"serialize expects a Layer, received {type(layer).__name__}.")
-    out = {"class_name": type(layer).__name__, "config": layer.get_config()}
+    out = make_config(type(layer).__name__, layer.get_config())
     if not layer.trainable:
         out["trainable"] = False  # frozen layers stay frozen through a checkpoint
     return out
@@ -509,16 +523,14 @@ def registered_class(config: dict) -> type[Layer]:
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError("a layer config is {'class_name': ..., 'config': {...}}, received "
                          f"{abridged(config)}.")
-    name = config["class_name"]
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown layer class {abridged(name)}; registered layers: "
-                         f"{sorted(_REGISTRY)}. Decorate custom layers with "
-                         "@portanet.layers.register.")
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(config["class_name"])
 
 
 def deserialize(config: dict) -> Layer:
-    """Rebuild a layer (unbuilt) from :func:`serialize`'s output."""
+    """Rebuild a layer (unbuilt) from :func:`serialize`'s output.
+
+    Layer configs have had this one shape since format version 1, so no older shape is read.
+    """
     inner = config.get("config", {}) if isinstance(config, dict) else None
     cls = registered_class(config)
     if not isinstance(inner, dict):
@@ -534,8 +546,17 @@ def deserialize(config: dict) -> Layer:
     return layer
 
 
-def get(identifier: Any) -> Layer:
-    """A layer from an instance (returned as is) or a config dict."""
-    if isinstance(identifier, Layer):
-        return identifier
-    return deserialize(identifier)
+def get(identifier: Any, **params: Any) -> Layer:
+    """A layer from an instance (returned as is), a config dict (:func:`deserialize`), or a
+    registered class or its name with the constructor's arguments.
+
+    Examples:
+        >>> get("dense", in_features=2, out_features=3)
+        Dense(in_features=2, out_features=3)
+    """
+    if isinstance(identifier, dict):
+        if params:
+            raise TypeError(f"get(config, ...) received parameters {sorted(params)}; a layer "
+                            "config holds all of them.")
+        return deserialize(identifier)
+    return _REGISTRY.resolve(identifier, **params)

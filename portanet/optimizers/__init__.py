@@ -1,10 +1,15 @@
 """Optimizers: how parameters move, given their gradients.
 
-Every optimizer is called the same way and returns NEW parameters (nothing is mutated, so JAX's
-immutable arrays work like the rest)::
+Every optimizer is called the same way and returns the updated parameters::
 
     opt = pn.optimizers.Adam(learning_rate=1e-3)
     params = opt.step(params, grads)        # dicts {name: array}
+
+Writeable arrays (NumPy, CuPy, torch, array-api-strict) are updated in place and returned, as
+``torch.optim`` does; JAX's immutable arrays, and every array with ``inplace=False``, are
+replaced by new ones (the portable path: the same arithmetic, bit for bit up to one rounding
+where a fused multiply-add runs; base.py explains both). The pure form
+``params, state = opt.update(grads, state, params)`` keeps the state out of the optimizer.
 
 In order of growing complexity (each file holds one family, its docstring the equations):
 
@@ -27,8 +32,10 @@ name, a config dict or an instance.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+from ..registry import Registry
 from .adadelta import AdaDelta
 from .adagrad import AdaGrad
 from .adam import Adam, AdamW
@@ -41,57 +48,34 @@ from .sgd import SGD
 __all__ = ["SGD", "AdaDelta", "AdaGrad", "Adam", "AdamW", "Adamax", "NAdam", "Optimizer",
            "RMSProp", "from_config", "get"]
 
-_CLASSES: dict[str, type[Optimizer]] = {
-    cls.__name__: cls for cls in (SGD, AdaGrad, AdaDelta, RMSProp, Adam, AdamW, Adamax, NAdam)
-}
-
-_NAMES: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
-    "sgd": (SGD, {}),
-    "momentum": (SGD, {"momentum": 0.9}),
-    "nesterov": (SGD, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": (AdaGrad, {}),
-    "adadelta": (AdaDelta, {}),
-    "rmsprop": (RMSProp, {}),
-    "adam": (Adam, {}),
-    "amsgrad": (Adam, {"amsgrad": True}),
-    "adamw": (AdamW, {}),
-    "adamax": (Adamax, {}),
-    "nadam": (NAdam, {}),
-}
-"""Names ``get`` knows; each builds the class with its defaults plus these arguments."""
+_REGISTRY = Registry("optimizer", base=Optimizer,
+                     accepts="an optimizer name such as 'adam', a config dict or an Optimizer")
+"""The optimizer classes by name (what configs write), and three names for configurations of
+them: "momentum" and "nesterov" (SGD with momentum 0.9) and "amsgrad" (Adam's variant)."""
+for _cls in (SGD, AdaGrad, AdaDelta, RMSProp, Adam, AdamW, Adamax, NAdam):
+    _REGISTRY.register(_cls.__name__, _cls)
+_REGISTRY.register("momentum", partial(SGD, momentum=0.9))
+_REGISTRY.register("nesterov", partial(SGD, momentum=0.9, nesterov=True))
+_REGISTRY.register("amsgrad", partial(Adam, amsgrad=True))
 
 
 def from_config(config: dict[str, Any]) -> Optimizer:
-    """Rebuild an optimizer (without state) from ``get_config()``'s dict."""
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"an optimizer config is a dict with a 'class_name' key (from "
-                         f"get_config()), received {config!r}.")
-    kwargs = dict(config)
-    name = kwargs.pop("class_name")
-    if name not in _CLASSES:
-        raise ValueError(f"unknown optimizer class {name!r}; known: {sorted(_CLASSES)}.")
-    try:
-        return _CLASSES[name](**kwargs)
-    except TypeError as err:
-        raise TypeError(f"cannot build {name} from config {config!r}: {err}") from None
+    """Rebuild an optimizer (without state) from ``get_config()``'s dict,
+    ``{"class_name": "Adam", "config": {...}}``; the format-1/2 shape ``{"class_name": "Adam",
+    **config}`` is read too."""
+    if not isinstance(config, dict):
+        raise ValueError("an optimizer config is a dict {'class_name': ..., 'config': {...}} "
+                         f"(from get_config()), received {config!r:.200}.")
+    return _REGISTRY.resolve(config)
 
 
 def get(identifier: str | dict[str, Any] | Optimizer, **kwargs: Any) -> Optimizer:
-    """An optimizer from a name ("adam", "sgd", "nesterov", ...), a config dict or an instance.
+    """An optimizer from a name ("adam", "SGD", "nesterov", ...), a config dict or an instance.
 
-    Extra keyword arguments go to the constructor when a name is given, e.g.
-    ``get("adam", learning_rate=3e-4)``.
+    Extra keyword arguments go to the constructor, e.g. ``get("adam", learning_rate=3e-4)``.
+
+    Raises:
+        ValueError: an unknown name (the message suggests the closest known ones).
+        TypeError: arguments the optimizer does not take, or an identifier of another type.
     """
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, dict):
-        return from_config({**identifier, **kwargs})
-    if isinstance(identifier, str):
-        key = identifier.strip().lower().replace("_", "").replace("-", "")
-        if key not in _NAMES:
-            raise ValueError(f"unknown optimizer {identifier!r}; known names: "
-                             f"{sorted(_NAMES)}.")
-        cls, defaults = _NAMES[key]
-        return cls(**{**defaults, **kwargs})
-    raise TypeError(f"expected an optimizer name, config dict or Optimizer, received "
-                    f"{identifier!r} ({type(identifier).__name__}).")
+    return _REGISTRY.resolve(identifier, **kwargs)
