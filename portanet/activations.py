@@ -6,16 +6,28 @@ of any shape, keep its dtype and device, and read like the formula in their docs
     ``f(x, ...)``             the activation, y = f(x)
     ``f_derivative(x, ...)``  its derivative dy/dx, evaluated at the *input* x
 
-so the chain rule through an activation is ``dx = dy * f_derivative(x)``. Softmax and
-log-softmax are not elementwise (every output depends on the whole slice along ``axis``): they
-come with a vector-Jacobian product (``softmax_vjp``, ``log_softmax_vjp``), which is what
-backpropagation needs, and with the full Jacobian (``softmax_jacobian``,
-``log_softmax_jacobian``) to look at while learning. Softmax takes a ``temperature`` tau > 0:
-softmax(x / tau), whose vjp is the plain one divided by tau (``get("softmax", temperature=2.0)``,
-or ``{"name": "softmax", "temperature": 2.0}`` in a layer config).
+so the chain rule through an activation is ``dx = dy * f_derivative(x)``. Where the output
+gives the derivative more cheaply, a third function sits next to the pair:
+
+    ``f_derivative_from_output(y)``  the same derivative from y = f(x) (relu, sigmoid, tanh,
+                                     softplus), so the backward pass needs no x
+    ``gelu_derivative_from_output_and_input(y, x)``  GELU's, from y and x (no second ``erf``)
+
+These are what layers train with: an :class:`Activation`'s backward pass calls the
+``from_output`` form where there is one, else ``f_derivative(x)`` (the table is in
+:class:`Activation`).
+
+Softmax and log-softmax are not elementwise (every output depends on the whole slice along
+``axis``): they come with a vector-Jacobian product from the output (``softmax_vjp``,
+``log_softmax_vjp``), which is what backpropagation needs (and what layers call), and with the
+full Jacobian (``softmax_jacobian``, ``log_softmax_jacobian``) to look at while learning.
+Softmax takes a ``temperature`` tau > 0: softmax(x / tau), whose vjp is the plain one divided
+by tau (``get("softmax", temperature=2.0)``, or
+``{"class_name": "softmax", "config": {"temperature": 2.0}}`` in a layer config).
 
 Layers use :func:`get`, which turns a name, a config dict or a function into an
-:class:`Activation`: ``y, backprop = act(x)`` and ``dx = backprop(dy)``.
+:class:`Activation`: ``y, backprop = act(x)`` and ``dx = backprop(dy)``. The names are kept in a
+:class:`portanet.registry.Registry`, like every other kind's.
 
 Conventions at kinks (where the derivative does not exist) follow PyTorch, so gradients agree
 with ``torch.autograd`` everywhere: ``relu_derivative(0) = 0``, ``relu6_derivative`` is 0 at 0
@@ -43,6 +55,8 @@ import array_api_compat as compat
 
 from . import fused, ops
 from ._typing import Array
+from .backend import adapter_of
+from .registry import Registry, make_config
 
 __all__ = [
     "Activation",
@@ -50,6 +64,7 @@ __all__ = [
     "elu_derivative",
     "gelu",
     "gelu_derivative",
+    "gelu_derivative_from_output_and_input",
     "gelu_tanh",
     "gelu_tanh_derivative",
     "get",
@@ -74,10 +89,12 @@ __all__ = [
     "relu6",
     "relu6_derivative",
     "relu_derivative",
+    "relu_derivative_from_output",
     "selu",
     "selu_derivative",
     "sigmoid",
     "sigmoid_derivative",
+    "sigmoid_derivative_from_output",
     "silu",
     "silu_derivative",
     "softmax",
@@ -85,17 +102,25 @@ __all__ = [
     "softmax_vjp",
     "softplus",
     "softplus_derivative",
+    "softplus_derivative_from_output",
     "softsign",
     "softsign_derivative",
     "swish",
     "swish_derivative",
     "tanh",
     "tanh_derivative",
+    "tanh_derivative_from_output",
 ]
 
 
 def _xp(x: Array):
-    return compat.array_namespace(x)
+    """The array's namespace. The backend adapter's per-type cache gives the same namespace as
+    ``array_namespace`` in ~0.08 instead of ~0.7 us, which counts for small layers (every
+    function here asks once per call); arrays of another array API library still work."""
+    try:
+        return adapter_of(x).xp
+    except TypeError:
+        return compat.array_namespace(x)
 
 
 # =============================================================================================
@@ -136,8 +161,11 @@ def relu(x: Array) -> Array:
     """Rectified linear unit: keep positive values, zero out the rest.
 
     Formula: f(x) = max(x, 0);  f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as in PyTorch).
-    Range: [0, inf). Written as ``clip(x, min=0)``: the same values, and faster than
-    ``maximum`` with a scalar in NumPy and PyTorch.
+    Range: [0, inf). NaN stays NaN.
+
+    Computed by :func:`portanet.fused.relu`: ``maximum(x, 0)``, or the library's own kernel for
+    the same values where it has one (``torch.relu``; on NumPy, ``maximum`` against a row of
+    zeros, which runs NumPy's SIMD loop).
 
     Args:
         x: real floating array, any shape.
@@ -150,7 +178,7 @@ def relu(x: Array) -> Array:
         >>> relu(np.asarray([-2.0, 0.0, 3.0])).tolist()
         [0.0, 0.0, 3.0]
     """
-    return _xp(x).maximum(x, 0.0)
+    return fused.relu(x)
 
 
 def relu_derivative(x: Array) -> Array:
@@ -163,6 +191,22 @@ def relu_derivative(x: Array) -> Array:
     """
     xp = _xp(x)
     return xp.astype(x > 0, x.dtype)
+
+
+def relu_derivative_from_output(y: Array) -> Array:
+    """:func:`relu_derivative` from the output y = relu(x): 1 where y > 0, else 0.
+
+    y > 0 exactly where x > 0, so the backward pass needs only the output. Layers backpropagate
+    with it, as ``dy * relu_derivative_from_output(y)``, which :func:`portanet.fused.relu_backward`
+    computes in one kernel where the library has one (torch's ``threshold_backward``).
+
+    Examples:
+        >>> import numpy as np
+        >>> relu_derivative_from_output(relu(np.asarray([-2.0, 0.0, 3.0]))).tolist()
+        [0.0, 0.0, 1.0]
+    """
+    xp = _xp(y)
+    return xp.astype(y > 0, y.dtype)
 
 
 def leaky_relu(x: Array, alpha: float = 0.01) -> Array:
@@ -286,7 +330,8 @@ def sigmoid(x: Array) -> Array:
     """The logistic function, squashing any real number into (0, 1).
 
     Formula: f(x) = 1 / (1 + exp(-x));  f'(x) = f(x) * (1 - f(x)).  Range: (0, 1)
-    (exactly 0 and 1 after rounding for |x| beyond ~37 in float64, ~17 in float32).
+    (exactly 1 after rounding for x beyond ~37 in float64, ~17 in float32; exactly 0 only where
+    exp(x) underflows, x below ~-745 in float64, ~-104 in float32).
 
     Stable form: f(x) = exp(min(x, 0)) / (1 + exp(-|x|)), which is 1 / (1 + exp(-x)) for
     x >= 0 and exp(x) / (1 + exp(x)) for x < 0. ``exp`` only ever sees non-positive numbers, so
@@ -313,6 +358,20 @@ def sigmoid_derivative(x: Array) -> Array:
     """
     s = sigmoid(x)
     return s * (1.0 - s)
+
+
+def sigmoid_derivative_from_output(y: Array) -> Array:
+    """:func:`sigmoid_derivative` from the output y = sigmoid(x): y * (1 - y).
+
+    The textbook form of the derivative, and the one layers backpropagate with: the forward
+    pass has y already, so no ``exp`` is computed again.
+
+    Examples:
+        >>> import numpy as np
+        >>> sigmoid_derivative_from_output(sigmoid(np.asarray([0.0, -1000.0]))).tolist()
+        [0.25, 0.0]
+    """
+    return y * (1.0 - y)
 
 
 def hard_sigmoid(x: Array) -> Array:
@@ -369,6 +428,17 @@ def tanh_derivative(x: Array) -> Array:
     return 1.0 - t * t
 
 
+def tanh_derivative_from_output(y: Array) -> Array:
+    """:func:`tanh_derivative` from the output y = tanh(x): 1 - y^2 (no second ``tanh``).
+
+    Examples:
+        >>> import numpy as np
+        >>> tanh_derivative_from_output(tanh(np.asarray([0.0, 1000.0]))).tolist()
+        [1.0, 0.0]
+    """
+    return 1.0 - y * y
+
+
 def softsign(x: Array) -> Array:
     """Softsign: a sigmoid-shaped curve with polynomial (not exponential) tails.
 
@@ -423,6 +493,22 @@ def softplus_derivative(x: Array) -> Array:
         [0.5]
     """
     return sigmoid(x)
+
+
+def softplus_derivative_from_output(y: Array) -> Array:
+    """:func:`softplus_derivative` from the output y = softplus(x): 1 - exp(-y).
+
+    From y = log(1 + exp(x)): exp(y) = 1 + exp(x), so sigmoid(x) = exp(x) / (1 + exp(x))
+    = 1 - exp(-y). Written ``-expm1(-y)``: for very negative x, y ~ exp(x) is tiny and
+    ``1 - exp(-y)`` would cancel to 0, while ``expm1`` keeps its relative precision. One
+    ``expm1`` instead of the two ``exp`` of :func:`sigmoid`.
+
+    Examples:
+        >>> import numpy as np
+        >>> softplus_derivative_from_output(softplus(np.asarray([0.0, -1000.0]))).tolist()
+        [0.5, 0.0]
+    """
+    return -_xp(y).expm1(-y)
 
 
 # =============================================================================================
@@ -569,6 +655,41 @@ def gelu_derivative(x: Array) -> Array:
         [0.5, 1.083315]
     """
     cdf = 0.5 * (1.0 + ops.erf(x * _INV_SQRT2))
+    return cdf + x * _normal_pdf(x)
+
+
+# Phi(x) = y / x = x y / x^2, with t^2 = 1e-36 added below and t^2 / 2 above: x = 0 then gives
+# Phi = 1/2 (no 0 / 0), and Phi moves by t^2 |1/2 - Phi| / (x^2 + t^2) < 2e-19 anywhere, far
+# under the rounding of the Phi the forward pass computed (1 + erf rounds to ~1e-16 in float64,
+# ~6e-8 in float32). t^2 is a normal float32 number, so subnormal x are no trouble.
+_GELU_T2 = 1e-36
+
+
+def gelu_derivative_from_output_and_input(y: Array, x: Array) -> Array:
+    """:func:`gelu_derivative` from the output y = gelu(x) and the input: y / x + x * phi(x).
+
+    GELU is not one-to-one, so its output alone does not give x; with x it gives Phi(x) without
+    a second ``erf``: y = x * Phi(x), so Phi(x) = y / x, and f'(x) = Phi(x) + x * phi(x) becomes
+    y / x + x * phi(x). ``erf`` is the costly part of GELU (a rational approximation where the
+    library has none, ~1 ms for 65,536 float32 numbers on NumPy), and layers backpropagate
+    with this form. It agrees with :func:`gelu_derivative` to a few roundings
+    (tests/test_derivatives_on_hot_path.py).
+
+    Written as (x y + t^2/2) / (x^2 + t^2) with t^2 = 1e-36, which is y / x to better than 2e-19
+    and 1/2 at x = 0. Finite for |x| below ~1e19 in float32 (~1e154 in float64), where x^2
+    overflows; the input form has no such limit.
+
+    Args:
+        y: gelu(x), as :func:`gelu` returned it.
+        x: the input, the same shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.asarray([0.0, 1.0])
+        >>> [round(v, 6) for v in gelu_derivative_from_output_and_input(gelu(x), x).tolist()]
+        [0.5, 1.083315]
+    """
+    cdf = (x * y + 0.5 * _GELU_T2) / (x * x + _GELU_T2)
     return cdf + x * _normal_pdf(x)
 
 
@@ -765,59 +886,73 @@ def log_softmax_jacobian(x: Array, axis: int = -1) -> Array:
 
 
 # =============================================================================================
-# Fused forward + backward for the layers: share work between the two passes
+# The Activation object: the documented functions, ready for a layer
 # =============================================================================================
-# Each returns (y, backprop). They compute exactly the pair above; they only avoid recomputing
-# what the forward pass already has (the mask of relu, sigmoid's output, gelu's Phi(x)).
-def _relu_pass(x: Array):
-    # relu and relu_derivative from the output alone (y > 0 exactly where x > 0), as single
-    # kernels where the library has them (torch's threshold_backward): see portanet/fused.py.
-    y = fused.relu(x)
-    return y, lambda dy: fused.relu_backward(dy, y)
+# The chain rule dy * f_derivative_from_output(y) (relu) or dy * f_derivative_from_output_and_
+# input(y, x) (gelu) as one library call, where fused.py has one: torch's threshold_backward and
+# gelu_backward there, and that product, calling the documented function, everywhere else.
+_CHAIN_KERNELS: dict[str, Callable] = {"relu": fused.relu_backward, "gelu": fused.gelu_backward}
 
 
-def _sigmoid_pass(x: Array):
-    y = sigmoid(x)
-    return y, lambda dy: dy * (y * (1.0 - y))
+def _own_name(fn: Any) -> str | None:
+    """The name ``fn`` is defined under in this module, or None for a function from elsewhere."""
+    name = getattr(fn, "__name__", None)
+    return name if getattr(fn, "__module__", None) == __name__ and name in globals() else None
 
 
-def _tanh_pass(x: Array):
-    y = _xp(x).tanh(x)
-    return y, lambda dy: dy * (1.0 - y * y)
+def _documented_forms(forward: Callable, derivative: Callable | None) -> dict[str, Any]:
+    """The functions an :class:`Activation` runs, found by the naming pattern for this module's.
+
+    For ``forward`` = this module's ``f`` (and ``derivative`` None or this module's
+    ``f_derivative``), each form is looked up in this module *now*, by name: ``f``,
+    ``f_derivative``, ``f_derivative_from_output``, ``f_derivative_from_output_and_input``,
+    ``f_vjp``. Any other function is used as given, with no faster form (a derivative of the
+    user's own must not be bypassed).
+    """
+    base = _own_name(forward)
+    if base is None or (derivative is not None and _own_name(derivative) != f"{base}_derivative"):
+        return {"forward": forward, "derivative": derivative}
+    module = globals()
+    return {"forward": module[base], "derivative": module.get(f"{base}_derivative"),
+            "from_output": module.get(f"{base}_derivative_from_output"),
+            "from_output_and_input": module.get(f"{base}_derivative_from_output_and_input"),
+            "vjp": module.get(f"{base}_vjp"), "chain_kernel": _CHAIN_KERNELS.get(base)}
 
 
-def _gelu_pass(x: Array):
-    cdf = 0.5 * (1.0 + ops.erf(x * _INV_SQRT2))
-    return x * cdf, lambda dy: dy * (cdf + x * _normal_pdf(x))
-
-
-def _softmax_pass(x: Array, axis: int = -1, temperature: float = 1.0):
-    y = softmax(x, axis=axis, temperature=temperature)
-    return y, lambda dy: softmax_vjp(y, dy, axis=axis, temperature=temperature)
-
-
-def _log_softmax_pass(x: Array, axis: int = -1):
-    y = log_softmax(x, axis=axis)
-    return y, lambda dy: log_softmax_vjp(y, dy, axis=axis)
-
-
-def _identity_pass(x: Array):
-    return x, lambda dy: dy
-
-
-# =============================================================================================
-# Lookup: names -> Activation objects for the layers
-# =============================================================================================
 class Activation:
     """An activation ready for a layer: ``y, backprop = act(x)``, then ``dx = backprop(dy)``.
 
+    ``act(x)`` computes y = f(x); ``backprop`` is the chain rule through the activation's
+    documented functions, the first of these it has (chosen once, when the Activation is built):
+
+    ============================================  =============================================
+    the activation has                            ``backprop(dy)``
+    ============================================  =============================================
+    ``f_vjp`` (softmax, log_softmax)              ``f_vjp(y, dy)``
+    ``f_derivative_from_output`` (relu, sigmoid,  ``dy * f_derivative_from_output(y)``, x is not
+    tanh, softplus)                               kept (relu: ``fused.relu_backward``, one kernel
+                                                  on torch)
+    ``f_derivative_from_output_and_input``        ``dy * f_derivative_from_output_and_input(y,
+    (gelu)                                        x)`` (``fused.gelu_backward``, one kernel on
+                                                  torch)
+    ``f_derivative`` (every other one)            ``dy * f_derivative(x)``
+    ============================================  =============================================
+
+    For this module's functions these are found by the naming pattern, in this module, when the
+    Activation is built, so what runs is the function the module holds at that moment (one a
+    test has replaced by a spy included: that is how tests/test_derivatives_on_hot_path.py
+    checks that training calls the documented derivative). A derivative of your own is always
+    the one used.
+
     Args:
         forward: ``forward(x, **params) -> y``.
-        derivative: ``derivative(x, **params) -> dy/dx`` (elementwise); the default backprop is
-            ``dy * derivative(x)``. Not needed when ``fused`` is given.
+        derivative: ``derivative(x, **params) -> dy/dx`` (elementwise), at the input x; the
+            backprop is then ``dy * derivative(x)``. Found by name for this module's
+            functions; needed for any other, unless ``fused`` is given.
         name: the name used by ``get_config`` and in messages (default: ``forward.__name__``).
-        fused: optional ``fused(x, **params) -> (y, backprop)`` computing the same thing with
-            work shared between the passes (also how non-elementwise functions plug in).
+        fused: optional ``fused(x, **params) -> (y, backprop)``: a custom activation's own
+            forward and backward pass (how one that is not elementwise plugs in). The built-in
+            activations have none: their backward pass is the documented functions above.
         **params: keyword arguments passed to every call, e.g. ``alpha=0.2``.
 
     Examples:
@@ -827,7 +962,7 @@ class Activation:
         >>> y.tolist(), backprop(np.asarray([1.0, 1.0])).tolist()
         ([-1.0, 2.0], [0.5, 1.0])
         >>> act.get_config()
-        {'name': 'leaky_relu', 'alpha': 0.5}
+        {'class_name': 'leaky_relu', 'config': {'alpha': 0.5}}
     """
 
     def __init__(self, forward: Callable, derivative: Callable | None = None, *,
@@ -835,28 +970,45 @@ class Activation:
         if not callable(forward):
             raise TypeError(f"Activation needs a callable forward function, received "
                             f"{forward!r}.")
-        if derivative is None and fused is None:
+        forms = _documented_forms(forward, derivative)
+        if forms["derivative"] is None and forms.get("vjp") is None and fused is None:
             raise TypeError(
                 f"activation {getattr(forward, '__name__', forward)!r} has no derivative, so it "
                 "cannot be backpropagated. Pass derivative=your_derivative (dy/dx at the input x),"
                 " e.g. Activation(f, f_derivative, name='f'), or register it with "
                 "activations.register('f', f, f_derivative).")
         self.name = name or getattr(forward, "__name__", type(forward).__name__)
-        self._forward = forward
-        self._derivative = derivative
+        self._forward = forms["forward"]
+        self._derivative = forms["derivative"]
+        self._from_output = forms.get("from_output")
+        self._from_output_and_input = forms.get("from_output_and_input")
+        self._vjp = forms.get("vjp")
+        has_faster = self._from_output is not None or self._from_output_and_input is not None
+        self._chain_kernel = forms.get("chain_kernel") if has_faster else None
         self._fused = fused
-        self.params = _check_params(self.name, forward, params)
+        self.params = _check_params(self.name, forward, params)  # the signature as given
 
     def __call__(self, x: Array):
         """Forward pass: ``(y, backprop)``, ``backprop(dy) -> dx`` with dx like ``x``."""
         if self._fused is not None:
             return self._fused(x, **self.params)
-        y = self._forward(x, **self.params)
-
-        def backprop(dy: Array) -> Array:
-            return dy * self._derivative(x, **self.params)
-
-        return y, backprop
+        p = self.params
+        y = self._forward(x, **p)
+        if self._vjp is not None:  # not elementwise: the vector-Jacobian product, from y
+            vjp = self._vjp
+            return y, lambda dy: vjp(y, dy, **p)
+        if self._from_output is not None:  # x is not kept
+            d, kernel = self._from_output, self._chain_kernel
+            if kernel is not None:  # relu: dy * relu_derivative_from_output(y), one call
+                return y, lambda dy: kernel(dy, y, d)
+            return y, lambda dy: dy * d(y, **p)
+        if self._from_output_and_input is not None:
+            d, kernel = self._from_output_and_input, self._chain_kernel
+            if kernel is not None:  # gelu: dy * gelu_derivative_from_output_and_input(y, x)
+                return y, lambda dy: kernel(dy, y, x, d)
+            return y, lambda dy: dy * d(y, x, **p)
+        d = self._derivative
+        return y, lambda dy: dy * d(x, **p)
 
     def forward(self, x: Array) -> Array:
         """Just y = f(x)."""
@@ -871,8 +1023,9 @@ class Activation:
         return self._derivative(x, **self.params)
 
     def get_config(self) -> dict[str, Any]:
-        """A JSON-able dict that :func:`get` turns back into this activation."""
-        return {"name": self.name, **self.params}
+        """``{"class_name": name, "config": params}``, which :func:`get` turns back into this
+        activation (JSON-able)."""
+        return make_config(self.name, self.params)
 
     def __repr__(self) -> str:
         args = "".join(f", {k}={v!r}" for k, v in self.params.items())
@@ -911,38 +1064,56 @@ def _check_params(name: str, forward: Callable, params: dict[str, Any]) -> dict[
     return checked
 
 
-# name -> (forward, derivative, fused)
-_REGISTRY: dict[str, tuple[Callable, Callable | None, Callable | None]] = {
-    "identity": (identity, identity_derivative, _identity_pass),
-    "relu": (relu, relu_derivative, _relu_pass),
+def _activation(name: str, functions: tuple, params: dict[str, Any]) -> Activation:
+    """The :class:`Activation` of a table entry (forward, derivative, fused)."""
+    forward, derivative, fused = functions
+    return Activation(forward, derivative, name=name, fused=fused, **params)
+
+
+def _from_function(f: Callable, **params: Any) -> Activation:
+    """A function as an activation: a registered forward gets its name and derivative, any
+    other function needs a ``derivative`` attribute."""
+    for name, functions in _REGISTRY.items():
+        if functions[0] is f:
+            return _activation(name, functions, params)
+    return Activation(f, getattr(f, "derivative", None), **params)
+
+
+# The names get() knows: name -> (forward, derivative, fused). Lookup, spelling, configs and the
+# unknown-name message are portanet.registry's, the same for every kind. ``fused`` is a custom
+# activation's own forward-and-backward pass; the built-ins have None: an Activation finds their
+# faster backward forms (f_derivative_from_output, f_vjp) by the naming pattern.
+_REGISTRY = Registry(
+    "activation", base=Activation, factory=_activation, wrap=_from_function,
+    accepts="a name such as 'relu', a config dict, a function, an Activation, or None",
+    hint="Register your own with activations.register(name, forward, derivative).")
+_REGISTRY.update({
+    "identity": (identity, identity_derivative, None),
+    "relu": (relu, relu_derivative, None),
     "leaky_relu": (leaky_relu, leaky_relu_derivative, None),
     "elu": (elu, elu_derivative, None),
     "selu": (selu, selu_derivative, None),
-    "sigmoid": (sigmoid, sigmoid_derivative, _sigmoid_pass),
+    "sigmoid": (sigmoid, sigmoid_derivative, None),
     "hard_sigmoid": (hard_sigmoid, hard_sigmoid_derivative, None),
-    "tanh": (tanh, tanh_derivative, _tanh_pass),
+    "tanh": (tanh, tanh_derivative, None),
     "softplus": (softplus, softplus_derivative, None),
     "softsign": (softsign, softsign_derivative, None),
     "swish": (swish, swish_derivative, None),
     "silu": (silu, silu_derivative, None),
-    "gelu": (gelu, gelu_derivative, _gelu_pass),
+    "gelu": (gelu, gelu_derivative, None),
     "gelu_tanh": (gelu_tanh, gelu_tanh_derivative, None),
     "mish": (mish, mish_derivative, None),
     "relu6": (relu6, relu6_derivative, None),
     "hard_swish": (hard_swish, hard_swish_derivative, None),
-    "softmax": (softmax, None, _softmax_pass),
-    "log_softmax": (log_softmax, None, _log_softmax_pass),
-}
-_ALIASES = {"linear": "identity", "none": "identity"}
-
-
-def _key(name: str) -> str:
-    return name.strip().lower().replace("-", "").replace("_", "")
+    "softmax": (softmax, None, None),
+    "log_softmax": (log_softmax, None, None),
+})
+_REGISTRY.alias("identity", "linear", "none")
 
 
 def known_names() -> list[str]:
     """Every name :func:`get` accepts (registered activations and their aliases)."""
-    return sorted([*_REGISTRY, *_ALIASES])
+    return _REGISTRY.names()
 
 
 def register(name: str, forward: Callable, derivative: Callable | None = None, *,
@@ -955,16 +1126,10 @@ def register(name: str, forward: Callable, derivative: Callable | None = None, *
         >>> get("square").derivative(np.asarray([3.0])).tolist()
         [6.0]
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"activation name must be a non-empty string, received {name!r}.")
     if derivative is None and fused is None:
         raise TypeError(f"register({name!r}, ...) needs a derivative (or a fused "
                         "forward-and-backward function) so the activation can be backpropagated.")
-    clash = [known for known in known_names() if _key(known) == _key(name)]
-    if clash and not overwrite:
-        raise ValueError(f"activation {name!r} is already registered (as {clash[0]!r}); pass "
-                         "overwrite=True to replace it, or choose another name.")
-    _REGISTRY[name] = (forward, derivative, fused)
+    _REGISTRY.register(name, (forward, derivative, fused), overwrite=overwrite)
 
 
 def get(identifier: str | Callable | dict | Activation | None = None, **params: Any) -> Activation:
@@ -972,16 +1137,18 @@ def get(identifier: str | Callable | dict | Activation | None = None, **params: 
 
     Args:
         identifier: ``"relu"`` (case, ``-`` and ``_`` ignored: ``"LeakyReLU"`` works),
-            ``{"name": "leaky_relu", "alpha": 0.2}`` (what ``get_config`` returns), one of this
-            module's functions (``activations.gelu``), an :class:`Activation` (returned as is),
-            a function with a ``derivative`` attribute, or None / ``"linear"`` for the identity.
+            ``{"class_name": "leaky_relu", "config": {"alpha": 0.2}}`` (what ``get_config``
+            returns; the older ``{"name": "leaky_relu", "alpha": 0.2}`` is read too), one of
+            this module's functions (``activations.gelu``), an :class:`Activation` (returned as
+            is), a function with a ``derivative`` attribute, or None / ``"linear"`` for the
+            identity.
         **params: parameters of the activation, e.g. ``alpha=0.2`` or ``axis=1``.
 
     Returns:
         The :class:`Activation`.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones).
+        ValueError: an unknown name (the message suggests the closest known ones).
         TypeError: anything else, or parameters the activation does not have.
 
     Examples:
@@ -989,36 +1156,9 @@ def get(identifier: str | Callable | dict | Activation | None = None, **params: 
         Activation('leaky_relu', alpha=0.2)
         >>> get(None).name
         'identity'
+        >>> get("rleu")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown activation 'rleu'; did you mean 'relu', 'relu6'? Known: elu, ...
     """
-    if identifier is None:
-        identifier = "identity"
-    if isinstance(identifier, Activation):
-        if params:
-            raise TypeError(f"get({identifier!r}, ...) received parameters {sorted(params)} for "
-                            "an Activation that already has its own; build a new one instead.")
-        return identifier
-    if isinstance(identifier, dict):
-        config = dict(identifier)
-        if "name" not in config:
-            raise ValueError(f"an activation config needs a 'name' key, received {identifier!r}.")
-        name = config.pop("name")
-        return get(name, **{**config, **params})
-    if isinstance(identifier, str):
-        key = _key(identifier)
-        for known in known_names():
-            if _key(known) == key:
-                name = _ALIASES.get(known, known)
-                forward, derivative, fused = _REGISTRY[name]
-                return Activation(forward, derivative, name=name, fused=fused, **params)
-        raise ValueError(f"unknown activation {identifier!r}; known activations: "
-                         f"{', '.join(known_names())}. Register your own with "
-                         "activations.register(name, forward, derivative).")
-    if callable(identifier):
-        for name, (forward, derivative, fused) in _REGISTRY.items():
-            if forward is identifier:
-                return Activation(forward, derivative, name=name, fused=fused, **params)
-        derivative = getattr(identifier, "derivative", None)
-        return Activation(identifier, derivative, **params)
-    raise TypeError(f"cannot make an activation from {identifier!r} "
-                    f"({type(identifier).__name__}); pass a name such as 'relu', a config dict, "
-                    "a function, an Activation, or None.")
+    return _REGISTRY.resolve("identity" if identifier is None else identifier, **params)

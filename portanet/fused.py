@@ -1,14 +1,22 @@
 """Fused kernels: hot expressions of a training step, in one library call where there is one.
 
-The portable code writes ReLU's backward pass as a compare, a cast and a multiply, and the
-update ``p <- p - lr * d`` as a multiply and a subtract: each operation is a pass over a whole
-array, and most allocate one. Some libraries have one call for the whole expression (torch's
-``threshold_backward`` and ``Tensor.add_(d, alpha=)``, which the hand-written PyTorch baseline
-runs through autograd and ``torch.optim``). An adapter that has such a kernel names it
-(``backends/_adapter.py``); each function here calls it there and runs the portable form,
-written out below as the reference, everywhere else. The kernel is found by its name, so a name
-outside the contract (a misspelling) is refused when this module is imported
-(:func:`check_adapter`) rather than left unused.
+The portable code writes ReLU's backward pass as a compare, a cast and a multiply
+(``dy * relu_derivative_from_output(y)``), and the update ``p <- p - lr * d`` as a multiply and
+a subtract: each operation is a pass over a whole array, and most allocate one. Some libraries
+have one call for the whole expression (torch's ``threshold_backward`` and
+``Tensor.add_(d, alpha=)``, which the hand-written PyTorch baseline runs through autograd and
+``torch.optim``). An adapter that has such a kernel names it (``backends/_adapter.py``); each
+function here calls it there and runs the portable form, written out below as the reference,
+everywhere else.
+
+These are the accelerated forms of documented functions, never second copies of their math:
+:func:`portanet.activations.relu` calls :func:`relu`; :func:`relu_backward` receives
+``activations.relu_derivative_from_output``, and :func:`gelu_backward`
+``activations.gelu_derivative_from_output_and_input``, and each calls it in its portable form
+(this module sits a floor below activations.py, so the function is passed in, not imported).
+
+A kernel is found by its name, so a name outside the contract (a misspelling) is refused when
+this module is imported (:func:`check_adapter`) rather than left unused.
 
 The two forms compute the same formula. ReLU's agree bit for bit; ``add_`` rounds
 ``p + alpha * d`` once (a fused multiply-add) where the portable form rounds twice, so they may
@@ -20,6 +28,7 @@ Measured on this project's 2-core machine (torch 2.13 CPU, 2 threads, float32, m
 |---|---|---|
 | relu, (N, 512) | 7 / 26 us | 36 / 53 us |
 | relu_backward, (N, 512) | 14 / 71 us | 50 / 526 us |
+| gelu_backward, (128, 512), 1 thread | 42 / ~190 us | |
 | add_scaled_, all 669,706 MLP parameters | 55 / 127 us | 81 / 193 us |
 
 NumPy has no such calls (SciPy's BLAS ``axpy`` would be one pass, but its OpenBLAS thread pool
@@ -34,6 +43,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+from collections.abc import Callable
 
 import array_api_compat as compat
 
@@ -41,7 +51,7 @@ from ._typing import Array
 from .backend import adapter_of
 from .backends import ADAPTERS, Adapter
 
-KERNELS = ("relu", "relu_backward", "add_scaled_", "softmax_cross_entropy")
+KERNELS = ("relu", "relu_backward", "gelu_backward", "add_scaled_", "softmax_cross_entropy")
 """The kernels an adapter may provide (attributes of ``backends/_adapter.py``'s Adapter)."""
 
 
@@ -93,28 +103,66 @@ def relu(x: Array) -> Array:
     return adapter.xp.maximum(x, 0.0)
 
 
-def relu_backward(dy: Array, y: Array) -> Array:
-    """The backward pass of ReLU from its output: dx = dy where y > 0, else 0.
+def relu_backward(dy: Array, y: Array, derivative_from_output: Callable[[Array], Array]) -> Array:
+    """The chain rule through ReLU from its output: dx = dy * derivative_from_output(y).
 
-    y > 0 exactly where x > 0 (y = max(x, 0)), so the output is all the backward pass needs.
-    The derivative at the kink x = 0 is taken as 0, as in PyTorch. Where y is NaN, torch's
-    kernel passes dy on and the portable form passes 0 * dy; by then the loss is NaN anyway.
+    ``derivative_from_output`` is :func:`portanet.activations.relu_derivative_from_output`
+    (1 where y > 0, else 0; y > 0 exactly where x > 0, and the derivative at the kink x = 0 is
+    0, as in PyTorch). It is passed in, not imported: fused.py sits a floor below
+    activations.py. The portable form is that product and calls it; a library's kernel computes
+    the same numbers in one pass (torch's ``threshold_backward``; tests/test_fused.py checks
+    they agree bit for bit). Where y is NaN, torch's kernel passes dy on and the portable form
+    passes 0 * dy; by then the loss is NaN anyway.
 
     Args:
         dy: dL/dy, any shape.
         y: relu's output, the same shape.
+        derivative_from_output: ``y -> dy/dx``, ReLU's derivative from its output.
 
     Examples:
         >>> import numpy as np
-        >>> relu_backward(np.asarray([5.0, 5.0]), np.asarray([0.0, 3.0])).tolist()
+        >>> from portanet.activations import relu_derivative_from_output
+        >>> relu_backward(np.asarray([5.0, 5.0]), np.asarray([0.0, 3.0]),
+        ...               relu_derivative_from_output).tolist()
         [0.0, 5.0]
     """
     adapter = adapter_of(dy)
     if adapter.relu_backward is not None:
         return adapter.relu_backward(dy, y)
-    # dy * mask rather than where(y > 0, dy, 0): a where over a random sign pattern is ~10x
-    # slower in NumPy and PyTorch.
-    return dy * adapter.xp.astype(y > 0, dy.dtype)
+    # dy times a 0/1 mask rather than where(y > 0, dy, 0): a where over a random sign pattern is
+    # ~10x slower in NumPy and PyTorch.
+    return dy * derivative_from_output(y)
+
+
+def gelu_backward(dy: Array, y: Array, x: Array,
+                  derivative_from_output_and_input: Callable[[Array, Array], Array]) -> Array:
+    """The chain rule through GELU: dx = dy * derivative_from_output_and_input(y, x).
+
+    ``derivative_from_output_and_input`` is
+    :func:`portanet.activations.gelu_derivative_from_output_and_input`, Phi(x) + x phi(x) with
+    Phi(x) = y / x from the forward pass's output (passed in, as for :func:`relu_backward`). The
+    portable form is that product and calls it; torch's kernel (``gelu_backward``, what GELU's
+    autograd node runs) computes dy * (Phi(x) + x phi(x)) from x in one pass, with its own
+    ``erf``: the two agree to a few roundings (tests/test_fused.py).
+
+    Args:
+        dy: dL/dy, any shape.
+        y: gelu(x), the same shape.
+        x: gelu's input, the same shape.
+        derivative_from_output_and_input: ``(y, x) -> dy/dx``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from portanet.activations import gelu, gelu_derivative_from_output_and_input
+        >>> x = np.asarray([0.0, 3.0])
+        >>> gelu_backward(np.asarray([2.0, 0.0]), gelu(x), x,
+        ...               gelu_derivative_from_output_and_input).tolist()
+        [1.0, 0.0]
+    """
+    adapter = adapter_of(dy)
+    if adapter.gelu_backward is not None:
+        return adapter.gelu_backward(dy, x)
+    return dy * derivative_from_output_and_input(y, x)
 
 
 def add_scaled_(p: Array, d: Array, alpha: float) -> Array:

@@ -84,8 +84,8 @@ def test_every_registered_elementwise_activation_is_tested_and_paired():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, params", CASES, ids=CASE_IDS)
 def test_derivative_matches_finite_differences(backend, name, params):
-    """f_derivative, and the layer path (get -> (y, backprop), fused or not) against
-    d/dx sum(f(x) * g), both by central differences in float64."""
+    """f_derivative, and the layer path (get -> (y, backprop), through the form the layers call)
+    against d/dx sum(f(x) * g), both by central differences in float64."""
     f, df = fns(name)
     x = sample_inputs(1)
     numeric = elementwise_fd(lambda a: f(a, **params), x, backend)
@@ -455,8 +455,8 @@ def test_unknown_name_lists_known_names():
     (lambda: A.get("elu", alpha=math.nan), TypeError, r"received nan"),
     (lambda: A.get("softmax", axis=1.5), TypeError, r"axis must be an int, received 1.5"),
     (lambda: A.get(lambda x: x), TypeError, r"has no derivative"),
-    (lambda: A.get({"alpha": 1.0}), ValueError, r"needs a 'name' key"),
-    (lambda: A.get(A.get("relu"), alpha=1.0), TypeError, r"already has its own"),
+    (lambda: A.get({"alpha": 1.0}), ValueError, r"has no 'class_name' key"),
+    (lambda: A.get(A.get("relu"), alpha=1.0), TypeError, r"already built"),
     (lambda: A.get("softmax").derivative(np.zeros(2)), TypeError, r"not elementwise"),
     (lambda: A.register("x2", lambda x: x), TypeError, r"needs a derivative"),
 ])

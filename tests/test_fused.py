@@ -3,12 +3,14 @@ and the library's fused call against the portable form on the same arrays."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from helpers import assert_matches, assert_on_backend, tolerance
 
 import portanet as pn
-from portanet import fused
+from portanet import activations, fused
 from portanet.backend import adapter_of
 from portanet.backends import ADAPTERS, Adapter
 from portanet.fused import KERNELS
@@ -36,13 +38,35 @@ def test_relu_and_its_backward_match_reference(backend, dtype):
     expected = np.where(np.isnan(z), np.nan, np.maximum(z, 0.0)).astype(np.float64)
     assert_on_backend(y, backend, dtype)
     np.testing.assert_array_equal(pn.to_numpy(y).astype(np.float64), expected)
-    dx = pn.to_numpy(fused.relu_backward(backend.asarray(v["dy"], dtype), y))
+    dx = pn.to_numpy(fused.relu_backward(backend.asarray(v["dy"], dtype), y,
+                                         activations.relu_derivative_from_output))
     # derivative 1 where x > 0, else 0 (0 at the kink, as in PyTorch)
     expected_dx = np.where(z > 0, v["dy"].astype(dtype), 0.0)
     number = ~np.isnan(z)
     np.testing.assert_array_equal(dx[number].astype(np.float64), expected_dx[number])
     # at a NaN activation torch's kernel passes dy on, the portable form 0 * dy (documented)
     assert dx[0, 3] in (0.0, v["dy"].astype(dtype)[0, 3])
+
+
+def _gelu_derivative_reference(x: np.ndarray) -> np.ndarray:
+    """float64, from the formula with math.erf: Phi(x) + x phi(x)."""
+    x = x.astype(np.float64)
+    cdf = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x.ravel()])
+    return cdf.reshape(x.shape) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_backward_matches_reference(backend, dtype):
+    v = _data(seed=7)
+    x = (v["z"] * 3.0).astype(dtype)
+    x[0, :3] = [0.0, -30.0, 30.0]
+    xb, dy = backend.asarray(x, dtype), backend.asarray(v["dy"], dtype)
+    dx = fused.gelu_backward(dy, activations.gelu(xb), xb,
+                             activations.gelu_derivative_from_output_and_input)
+    # a few roundings of numbers up to |dy| * 1.13 (rtol alone would fail near gelu' = 0)
+    expected = v["dy"].astype(dtype).astype(np.float64) * _gelu_derivative_reference(x)
+    assert_matches(dx, expected, backend, dtype, rtol=tolerance(dtype),
+                   atol=8 * np.finfo(dtype).eps * np.max(np.abs(v["dy"])))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -135,8 +159,60 @@ def test_fused_relu_kernels_equal_the_portable_form_exactly(backend, dtype, monk
     np.testing.assert_array_equal(got, portable)
     y = fused.relu(z)
     dy = backend.asarray(v["dy"], dtype)
-    got, portable = _both("relu_backward", lambda: (dy, y), backend, monkeypatch)
+    got, portable = _both("relu_backward",
+                          lambda: (dy, y, activations.relu_derivative_from_output), backend,
+                          monkeypatch)
     np.testing.assert_array_equal(got, portable)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_kernels_are_the_documented_relu_and_its_derivative(backend, dtype, monkeypatch):
+    """fused.relu is activations.relu (which calls it), and relu_backward is
+    dy * activations.relu_derivative_from_output(y), bit for bit, with the library's kernel and
+    without; the portable form gets its mask from the derivative it is given, not its own."""
+    v = _data(seed=5)
+    z, dy = backend.asarray(v["z"], dtype), backend.asarray(v["dy"], dtype)
+    y = fused.relu(z)
+    np.testing.assert_array_equal(pn.to_numpy(activations.relu(z)), pn.to_numpy(y))
+    documented = pn.to_numpy(dy * activations.relu_derivative_from_output(y))
+    np.testing.assert_array_equal(
+        pn.to_numpy(fused.relu_backward(dy, y, activations.relu_derivative_from_output)),
+        documented)
+
+    for adapter in ADAPTERS.values():  # the portable form everywhere
+        monkeypatch.setattr(type(adapter), "relu_backward", None)
+    seen = []
+
+    def derivative(out):
+        seen.append(out)
+        return activations.relu_derivative_from_output(out)
+
+    np.testing.assert_array_equal(pn.to_numpy(fused.relu_backward(dy, y, derivative)), documented)
+    assert len(seen) == 1 and seen[0] is y
+    # a different derivative gives a different answer: the portable form has no mask of its own
+    half = fused.relu_backward(dy, y,
+                               lambda out: 0.5 * activations.relu_derivative_from_output(out))
+    np.testing.assert_array_equal(pn.to_numpy(half), 0.5 * documented)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_gelu_backward_is_within_a_few_roundings_of_the_portable_form(backend, dtype,
+                                                                           monkeypatch):
+    """torch's kernel computes Phi(x) with its own erf, the portable form takes Phi(x) = y / x
+    from the forward pass: measured at most 5.5 float32 and 1.9 float64 epsilons apart
+    (relative to max(1, |dx|)), so the bound is 8."""
+    v = _data(seed=8)
+    x = backend.asarray(v["z"] * 3.0, dtype)
+    dy = backend.asarray(v["dy"], dtype)
+    y = activations.gelu(x)
+    got, portable = _both("gelu_backward",
+                          lambda: (dy, y, x, activations.gelu_derivative_from_output_and_input),
+                          backend, monkeypatch)
+    bound = 8 * np.finfo(dtype).eps * np.maximum(1.0, np.abs(portable))
+    assert np.all(np.abs(got - portable) <= bound), np.max(np.abs(got - portable))
+    # the portable form is the documented function, times dy
+    documented = pn.to_numpy(dy * activations.gelu_derivative_from_output_and_input(y, x))
+    np.testing.assert_array_equal(portable, documented.astype(np.float64))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -252,7 +328,11 @@ def test_public_functions_dispatch_to_the_declared_kernels(backend, monkeypatch)
     z = backend.asarray(v["z"], "float64")
     results = {
         "relu": lambda: fused.relu(z),
-        "relu_backward": lambda: fused.relu_backward(backend.asarray(v["dy"], "float64"), z),
+        "relu_backward": lambda: fused.relu_backward(backend.asarray(v["dy"], "float64"), z,
+                                                     activations.relu_derivative_from_output),
+        "gelu_backward": lambda: fused.gelu_backward(
+            backend.asarray(v["dy"], "float64"), activations.gelu(z), z,
+            activations.gelu_derivative_from_output_and_input),
         "add_scaled_": lambda: fused.add_scaled_(backend.asarray(v["p"], "float64"),
                                                  backend.asarray(v["d"], "float64"), -0.5),
         "softmax_cross_entropy": lambda: fused.softmax_cross_entropy(
@@ -267,10 +347,11 @@ def test_public_functions_dispatch_to_the_declared_kernels(backend, monkeypatch)
 
 
 def test_a_training_step_runs_every_declared_kernel(backend, monkeypatch):
-    """Through the public API: Dense(relu), SoftmaxCrossEntropy and SGD's in-place update reach
-    the adapter's kernels (no layer, loss or optimizer bypasses fused.py)."""
+    """Through the public API: Dense(relu), Dense(gelu), SoftmaxCrossEntropy and SGD's in-place
+    update reach the adapter's kernels (no layer, loss or optimizer bypasses fused.py)."""
     kernels = FUSED[backend.name]
-    model = pn.Sequential([pn.layers.Dense(4, 5, activation="relu"), pn.layers.Dense(5, 3)],
+    model = pn.Sequential([pn.layers.Dense(4, 5, activation="relu"),
+                           pn.layers.Dense(5, 5, activation="gelu"), pn.layers.Dense(5, 3)],
                           loss=pn.losses.SoftmaxCrossEntropy(), optimizer=pn.optimizers.SGD(0.1),
                           seed=0, dtype="float64", jit_compile=False)
     calls = _spy_on(monkeypatch, type(backend.backend.adapter), kernels)

@@ -146,6 +146,8 @@ class Adapter:
     """``x -> max(x, 0)``."""
     relu_backward: ClassVar[Callable[[Array, Array], Array] | None] = None
     """``(dy, y) -> dy where y > 0, else 0`` (``y`` is relu's output)."""
+    gelu_backward: ClassVar[Callable[[Array, Array], Array] | None] = None
+    """``(dy, x) -> dy * (Phi(x) + x phi(x))``, GELU's backward from its input ``x``."""
     add_scaled_: ClassVar[Callable[[Array, Array, float], Array | None] | None] = None
     """``(p, d, alpha)``: ``p <- p + alpha * d`` written into the writeable ``p``; returns
     ``p``, or None where it cannot take these arrays (then the portable form runs)."""

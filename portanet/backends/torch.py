@@ -110,6 +110,10 @@ class TorchAdapter(Adapter):
         # The kernel ReLU's autograd node runs: dy where y > threshold, else 0, in one pass.
         return self._torch.ops.aten.threshold_backward(dy, y, 0.0)
 
+    def gelu_backward(self, dy, x):
+        # The kernel GELU's autograd node runs (approximate="none"), in one pass.
+        return self._torch.ops.aten.gelu_backward(dy, x)
+
     def add_scaled_(self, p, d, alpha):
         return p.add_(d, alpha=alpha)
 
