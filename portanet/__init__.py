@@ -30,6 +30,7 @@ from .errors import BackendError, DeviceError, MixedArraysError
 from .explain import explain  # the function; its module: see the module docstring
 from .gradcheck import gradcheck  # the function, as torch.autograd.gradcheck; module: see its doc
 from .io import load
+from .lr_finder import lr_finder  # the function; the range test is a training loop (floor 5)
 from .model import Sequential
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "layers",
     "load",
     "losses",
+    "lr_finder",
     "metrics",
     "namespace_of",
     "ops",

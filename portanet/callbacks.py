@@ -548,7 +548,9 @@ class ReduceLROnPlateau(Callback):
     After ``patience`` epochs without an improvement of more than ``min_delta``, the rate
     becomes max(lr * factor, min_lr) from the next epoch on; the ``cooldown`` epochs after a
     reduction do not count towards the next one.
-    Needs an optimizer with a numeric learning rate (not a schedule).
+    Needs an optimizer with a numeric learning rate (not a schedule). Keras' callback, by name
+    and arguments; the schedule that does the same from values you pass it is
+    ``schedules.PlateauDecay`` (torch's ``ReduceLROnPlateau``, with its arguments).
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
@@ -572,7 +574,8 @@ class ReduceLROnPlateau(Callback):
         if callable(opt.learning_rate):
             raise ValueError(f"ReduceLROnPlateau needs a numeric learning rate, but the "
                              f"optimizer follows the schedule {opt.learning_rate!r}. Use one or "
-                             "the other (or schedules.ReduceLROnPlateau).")
+                             "the other (or the schedule schedules.PlateauDecay, which "
+                             "reduces on a plateau you update).")
         self.tracker.check_logged(self.state)
         self.tracker.reset()
         self.wait = 0

@@ -1,4 +1,5 @@
-"""The ``portanet`` command: ``info`` (backends, devices, versions) and the jobs built on it.
+"""The ``portanet`` command: ``info`` (backends, devices, versions) and the jobs built on it:
+``train``, ``generate``, ``gradcheck``, ``bench`` and ``parity``.
 
 Errors. A user error (a bad option value, an unknown backend or device, a missing file or
 optional dependency: ``ValueError``, ``TypeError``, ``ImportError``, ``OSError``) ends the
@@ -23,6 +24,7 @@ from . import __version__, bench, parity
 from .backend import BACKEND_NAMES, get_backend, use_backend
 from .backends import ADAPTERS
 from .data import CharTokenizer, generate_text
+from .gradcheck import main_check
 from .io import load
 from .layers import Standardize
 from .sequence_tasks import (
@@ -362,6 +364,120 @@ def add_generate_parser(commands) -> None:
     gen.set_defaults(run=cmd_generate)
 
 
+# ---------------------------------------------------------------------------------------------
+# portanet gradcheck: the model's backward pass against central differences
+# ---------------------------------------------------------------------------------------------
+def _gradcheck_model(args: argparse.Namespace):
+    """The model ``--model`` names, on the chosen backend: a built-in one of the bench
+    (``bench.build_portanet``, in float64: the dtype of the check), or a saved file."""
+    backend, device = _chosen_backend(args)
+    if args.model in bench.MODELS:
+        with use_backend(backend, device):
+            return bench.build_portanet(args.model, "float64", seed=args.seed)
+    path = os.path.expanduser(args.model)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--model {args.model!r} is neither one of {list(bench.MODELS)} "
+                                "nor a saved model's file (.safetensors from model.save or "
+                                "portanet train).")
+    model = load(path, backend=backend, device=device)
+    if model.loss is None:
+        raise ValueError(f"{args.model} holds a model without a loss, and gradcheck checks the "
+                         "gradient of the training loss. Give it one before saving: "
+                         "model.compile(loss=...).")
+    return model
+
+
+def _gradcheck_input_shape(model, args: argparse.Namespace) -> tuple[int, ...]:
+    """One sample's shape: --input-shape, a built-in model's, or what the first layer tells
+    (a Dense-like layer's in_features; a Standardize layer's statistics, as portanet train
+    saves its models), checked against the whole model."""
+    if args.input_shape is not None:
+        shape = args.input_shape
+    elif args.model in bench.MODELS:
+        shape = bench.input_shape(args.model)
+    else:
+        first = model.named_leaves()[0][1]
+        if hasattr(first, "in_features"):
+            shape = (first.in_features,)
+        elif isinstance(first, Standardize):
+            shape = tuple(first.shape)
+        else:
+            raise ValueError(f"cannot tell the input shape of a model that starts with "
+                             f"{type(first).__name__}; pass one sample's shape, e.g. "
+                             "--input-shape 1,28,28 (an image) or --input-shape 20 (20 ids).")
+        try:
+            model.output_shape(shape)
+        except ValueError:
+            raise ValueError(f"the model's first layer, a {type(first).__name__}, does not tell "
+                             f"its whole input shape (its statistics have shape {shape}); pass "
+                             "one sample's shape, e.g. --input-shape 3,32,32.") from None
+    model.output_shape(shape)  # a wrong --input-shape: the layer's own message, before any work
+    return tuple(shape)
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    """``portanet gradcheck --model mlp|cnn|PATH``: every parameter gradient of the model's
+    loss on a generated batch against central differences in float64
+    (:func:`portanet.gradcheck.main_check`). Exit status 0 if it passes, 1 if not."""
+    import time
+
+    started = time.perf_counter()
+    model = _gradcheck_model(args)
+    shape = _gradcheck_input_shape(model, args)
+    if not args.quiet:
+        print(f"portanet gradcheck: model {args.model} ({model.num_parameters:,} parameters), "
+              f"a batch of {args.batch_size} inputs of shape {shape}, at most "
+              f"{args.max_checks} entries per tensor")
+    with _torch_threads(model.backend, model, args.batch_size, args.threads):
+        report, ok = main_check(model, input_shape=shape, batch_size=args.batch_size,
+                                max_checks=args.max_checks, seed=args.seed)
+    print(report)
+    if not args.quiet:
+        print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0 if ok else 1
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """An argparse type for --input-shape: comma-separated positive ints, "1,28,28"."""
+    try:
+        dims = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected one sample's shape as comma-separated "
+                                         f"positive ints such as 1,28,28; received {text!r}")
+    return dims
+
+
+def add_gradcheck_parser(commands) -> None:
+    check = commands.add_parser(
+        "gradcheck", help="check a model's gradients against central differences",
+        description="Compare every parameter gradient of a model's loss, on a generated batch, "
+                    "with central finite differences in float64; print the per-tensor report "
+                    "(max absolute and relative error, worst index) and exit with status 0 if "
+                    "it passes, 1 if not.")
+    check.add_argument("--model", required=True,
+                       help="mlp (784-512-512-10), cnn (LeNet-5 sized) or a saved model's "
+                            ".safetensors file")
+    check.add_argument("--backend", default=None,
+                       help="numpy, array_api_strict, torch, jax, cupy or auto (default: "
+                            "PORTANET_BACKEND, else numpy)")
+    check.add_argument("--device", default=None, help="device of the backend (e.g. cuda:0)")
+    check.add_argument("--batch-size", type=_count(1), default=4,
+                       help="samples in the generated batch (4)")
+    check.add_argument("--max-checks", type=_count(1), default=32,
+                       help="entries checked per tensor, a seeded sample of larger ones (32; "
+                            "each costs two evaluations of the loss)")
+    check.add_argument("--seed", type=int, default=0,
+                       help="seed of the weights of mlp/cnn, the batch and the sampled entries")
+    check.add_argument("--input-shape", type=_shape, default=None, metavar="D1,D2,...",
+                       help="one sample's shape, for a saved model whose first layer does not "
+                            "tell it (e.g. 1,28,28)")
+    check.add_argument("--quiet", action="store_true", help="print only the report")
+    add_threads_option(check)
+    check.set_defaults(run=cmd_gradcheck)
+
+
 def _count(minimum: int):
     """An argparse type: an int >= ``minimum`` (argparse prints one line and exits 2 if not)."""
     def parse(text: str) -> int:
@@ -448,9 +564,10 @@ def add_train_parser(commands) -> None:
 DESCRIPTION = """\
 portanet: one neural-network library on NumPy, CuPy, PyTorch, JAX and array-api-strict.
 Commands: info (backends, devices and versions here), train (the main job), generate (text from
-a character model), bench (time a training step across backends and devices) and parity (the
-same model compared across backends). A user error prints one line and exits with status 2;
---traceback (on every command) shows its traceback."""
+a character model), gradcheck (a model's gradients against finite differences), bench (time a
+training step across backends and devices) and parity (the same model compared across
+backends). A user error prints one line and exits with status 2; --traceback (on every command)
+shows its traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
     add_train_parser(commands)
     add_generate_parser(commands)
+    add_gradcheck_parser(commands)
     bench.add_command(commands)
     parity.add_command(commands)
     for command in commands.choices.values():
@@ -497,8 +615,8 @@ def _silence_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``portanet`` with ``argv`` (default: the command line); returns the exit status.
 
-    0 success; 1 a check that ran and failed (parity past its tolerance); 2 a user error (one
-    line on stderr, as argparse does for bad options); 130 interrupted (Ctrl-C).
+    0 success; 1 a check that ran and failed (parity or gradcheck past its tolerance); 2 a
+    user error (one line on stderr, as argparse does for bad options); 130 interrupted (Ctrl-C).
     """
     args = build_parser().parse_args(argv)
     try:

@@ -23,10 +23,11 @@ checkpoint can store them as JSON. In order of growing complexity:
                            exp_range)
 ``OneCycle``               warm up to a maximum, then anneal far below the start
 ``LinearWarmup``           a linear ramp in front of any schedule
-``ReduceLROnPlateau``      divide the rate when a monitored value stops improving
+``PlateauDecay``           divide the rate when a monitored value stops improving
 =========================  ==============================================================
 
-and :func:`lr_finder`, the learning-rate range test that helps choose ``eta_0``.
+The learning-rate range test that helps choose ``eta_0`` is a short training loop, so it lives
+on the training floor: :func:`portanet.lr_finder.lr_finder` (``pn.lr_finder``).
 
 Each class names the ``torch.optim.lr_scheduler`` it matches step for step
 (tests/test_schedules.py checks them against each other).
@@ -39,9 +40,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import array_api_compat as compat
-
-from ._typing import Array
+from .registry import Registry, make_config, parse_config
 
 __all__ = [
     "Constant",
@@ -53,13 +52,12 @@ __all__ = [
     "LinearWarmup",
     "MultiStepDecay",
     "OneCycle",
+    "PlateauDecay",
     "PolynomialDecay",
-    "ReduceLROnPlateau",
     "Schedule",
     "StepDecay",
     "from_config",
     "get",
-    "lr_finder",
 ]
 
 
@@ -119,7 +117,7 @@ class Schedule:
 
     def get_config(self) -> dict[str, Any]:
         """A JSON-able dict; ``schedules.get(config)`` rebuilds the schedule."""
-        return {"class_name": type(self).__name__, **self._config()}
+        return make_config(type(self).__name__, self._config())
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
@@ -524,7 +522,7 @@ class LinearWarmup(Schedule):
                 f"start_factor={self.start_factor})")
 
 
-class ReduceLROnPlateau(Schedule):
+class PlateauDecay(Schedule):
     """Divide the rate by ``1 / factor`` when a monitored value has stopped improving.
 
     Call ``update(value)`` once per epoch with the monitored value (e.g. the validation loss,
@@ -535,10 +533,13 @@ class ReduceLROnPlateau(Schedule):
     ``max(rate * factor, min_learning_rate)`` and ``cooldown`` epochs pass before counting again.
     Changes smaller than ``eps`` are ignored.
 
-    Matches ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
+    Matches ``torch.optim.lr_scheduler.ReduceLROnPlateau``. Until issue 16 this class was
+    named ``ReduceLROnPlateau`` too, like the callback; configs saved under that name still
+    load as this class. The callback ``pn.callbacks.ReduceLROnPlateau`` (Keras' name and
+    arguments: ``monitor``, ``min_lr``) does the same job inside ``fit``, on a numeric rate.
 
     Examples:
-        >>> s = ReduceLROnPlateau(1.0, patience=1, factor=0.5)
+        >>> s = PlateauDecay(1.0, patience=1, factor=0.5)
         >>> [s.update(v) for v in [3.0, 2.0, 2.0, 2.0, 2.0]]
         [1.0, 1.0, 1.0, 0.5, 0.5]
         >>> s(1234)
@@ -615,7 +616,7 @@ class ReduceLROnPlateau(Schedule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = {"learning_rate", "best", "num_bad_epochs", "cooldown_counter"} - set(state)
         if missing:
-            raise ValueError(f"ReduceLROnPlateau state is missing {sorted(missing)}; received "
+            raise ValueError(f"PlateauDecay state is missing {sorted(missing)}; received "
                              f"keys {sorted(state)}.")
         self.learning_rate = _rate("learning_rate", state["learning_rate"])
         self.best = float(state["best"])
@@ -635,12 +636,40 @@ class ReduceLROnPlateau(Schedule):
 # ---------------------------------------------------------------------------------------------
 # Lookup
 # ---------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, type[Schedule]] = {
-    cls.__name__: cls
-    for cls in (Constant, StepDecay, MultiStepDecay, ExponentialDecay, InverseTimeDecay,
-                PolynomialDecay, CosineAnnealing, CosineWarmRestarts, Cyclical, OneCycle,
-                LinearWarmup, ReduceLROnPlateau)
+def _plain(schedule: Callable[[int], float], **params: Any) -> Callable[[int], float]:
+    """A plain function ``step -> float`` is a schedule as it is (it cannot be saved)."""
+    if params:
+        raise TypeError(f"the schedule {schedule!r} is a function; it takes no parameters, "
+                        f"received {sorted(params)}.")
+    return schedule
+
+
+_REGISTRY = Registry("schedule", base=Schedule, wrap=_plain,
+                     accepts="a learning rate (number), a schedule, a schedule config dict or "
+                             "a callable step -> float")
+"""The schedule classes by name (what configs write)."""
+for _cls in (Constant, StepDecay, MultiStepDecay, ExponentialDecay, InverseTimeDecay,
+             PolynomialDecay, CosineAnnealing, CosineWarmRestarts, Cyclical, OneCycle,
+             LinearWarmup, PlateauDecay):
+    _REGISTRY.register(_cls.__name__, _cls)
+# Old names of renamed classes, so configs saved under them (checkpoints) still load.
+_REGISTRY.alias("PlateauDecay", "ReduceLROnPlateau")  # renamed: the callback of that name is Keras'
+
+# Names that moved away, and where they went (module __getattr__, PEP 562: only asked for names
+# the module does not have, so it costs nothing otherwise).
+_MOVED = {
+    "ReduceLROnPlateau": "the schedule is now schedules.PlateauDecay (same arguments); "
+                         "pn.callbacks.ReduceLROnPlateau is the callback of that name",
+    "lr_finder": "the learning-rate range test is a training loop and moved to the training "
+                 "floor: pn.lr_finder(model, x, y, ...) (from portanet.lr_finder import "
+                 "lr_finder)",
 }
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(f"portanet.schedules has no attribute {name!r}: {_MOVED[name]}.")
+    raise AttributeError(f"module 'portanet.schedules' has no attribute {name!r}")
 
 
 def _config_of(schedule: Callable[[int], float]) -> dict[str, Any]:
@@ -654,175 +683,42 @@ def _config_of(schedule: Callable[[int], float]) -> dict[str, Any]:
 
 
 def from_config(config: dict[str, Any]) -> Schedule:
-    """Rebuild a schedule from ``get_config()``'s dict."""
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"a schedule config is a dict with a 'class_name' key, received "
-                         f"{config!r}.")
-    kwargs = dict(config)
-    name = kwargs.pop("class_name")
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown schedule class {name!r}; known: {sorted(_REGISTRY)}.")
-    state = kwargs.pop("state", None)
-    if "schedule" in kwargs and isinstance(kwargs["schedule"], dict):
-        kwargs["schedule"] = from_config(kwargs["schedule"])
-    schedule = _REGISTRY[name](**kwargs)
+    """Rebuild a schedule from ``get_config()``'s dict: ``{"class_name": ..., "config": {...}}``
+    (plus ``"state"`` for a :class:`PlateauDecay`); the format-1/2 shape ``{"class_name": ...,
+    **config}`` is read too. A wrapped schedule (``LinearWarmup``'s) is rebuilt from its own
+    config, in either shape.
+
+    Examples:
+        >>> from_config(ExponentialDecay(0.1, decay_rate=0.5).get_config())
+        ExponentialDecay(initial_learning_rate=0.1, decay_rate=0.5, decay_steps=1, staircase=False)
+    """
+    if not isinstance(config, dict):
+        raise ValueError("a schedule config is a dict {'class_name': ..., 'config': {...}} "
+                         f"(from get_config()), received {config!r:.200}.")
+    name, kwargs, extra = parse_config(config, "schedule")
+    # The history of a PlateauDecay: beside "config" today, among the arguments in format 1-2.
+    state = extra.pop("state", None) if "config" in config else kwargs.pop("state", None)
+    if extra:
+        raise ValueError(f"a schedule config has only 'class_name', 'config' and 'state', "
+                         f"received the extra keys {sorted(extra)}.")
+    schedule = _REGISTRY.make(_REGISTRY.canonical(name), kwargs)
     if state is not None:
         schedule.load_state_dict(state)
     return schedule
 
 
-def get(identifier: Any) -> Schedule | Callable[[int], float]:
-    """A schedule from a number (-> ``Constant``), a config dict, a Schedule or any callable."""
-    if isinstance(identifier, Schedule):
-        return identifier
-    if isinstance(identifier, dict):
-        return from_config(identifier)
-    if isinstance(identifier, int | float) and not isinstance(identifier, bool):
-        return Constant(identifier)
-    if callable(identifier):
-        return identifier
-    raise TypeError(f"expected a learning rate (number), a schedule, a schedule config dict or "
-                    f"a callable step -> float; received {identifier!r} "
-                    f"({type(identifier).__name__}).")
-
-
-# ---------------------------------------------------------------------------------------------
-# The learning-rate range test
-# ---------------------------------------------------------------------------------------------
-def _copy(x: Array) -> Array:
-    """An independent copy (an in-place optimizer path must not reach the saved values)."""
-    return compat.array_namespace(x).asarray(x, copy=True)
-
-
-def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
-    return {**state, "slots": {name: {k: _copy(v) for k, v in slots.items()}
-                               for name, slots in state["slots"].items()}}
-
-
-def _centered_average(values: list[float], half_width: int) -> list[float]:
-    """Mean over a window centred on each point (shorter at the ends): smooths without lag."""
-    n = len(values)
-    out = []
-    for i in range(n):
-        lo, hi = max(0, i - half_width), min(n, i + half_width + 1)
-        out.append(sum(values[lo:hi]) / (hi - lo))
-    return out
-
-
-def _steepest_descent(lrs: list[float], losses: list[float]) -> float:
-    """The rate where the loss falls fastest per decade of learning rate.
-
-    Mini-batch losses are noisy, so both the curve and its slope are taken over windows of about
-    a tenth of the run: the losses are averaged over a centred window (an exponential average
-    would lag and shift the answer to larger rates), and the slope at point i is measured
-    between the points a window away on either side. Only the descent is searched: points
-    before the smoothed minimum, at least a window away from the start.
-    """
-    w = max(1, len(lrs) // 20)
-    smooth = _centered_average(losses, w)
-    logs = [math.log10(lr) for lr in lrs]
-    lowest = min(range(len(smooth)), key=smooth.__getitem__)
-    candidates = range(w, min(lowest, len(lrs) - w))
-    if not candidates:  # no descent to speak of: a tenth of the rate with the lowest loss
-        return lrs[lowest] / 10.0
-    slope = {i: (smooth[i + w] - smooth[i - w]) / (logs[i + w] - logs[i - w]) for i in candidates}
-    return lrs[min(slope, key=slope.__getitem__)]
-
-
-def lr_finder(model: Any, x: Array, y: Array, start_lr: float = 1e-7, end_lr: float = 10.0,
-              num_steps: int = 100, batch_size: int = 32, smoothing: float = 0.9,
-              diverge_factor: float = 4.0, seed: int = 0
-              ) -> tuple[list[float], list[float], float]:
-    """The learning-rate range test (Smith, WACV 2017): train briefly while the rate grows.
-
-    The rate rises geometrically, lr_i = start * (end / start)^(i / (num_steps - 1)), one
-    mini-batch per step. The loss falls slowly while the rate is too small, fast in the useful
-    range, and explodes when the rate is too large; the test stops early once the smoothed loss
-    (an exponential moving average with bias correction, ``smoothing`` its decay) exceeds
-    ``diverge_factor`` times its best value, or the loss is not finite. The suggestion is the
-    rate where the loss, averaged over a centred window, falls fastest against log(lr).
-
-    The model's weights, its optimizer's state and its learning rate are restored afterwards, so
-    the test leaves no trace. Each step reads the loss back to the host: this is a diagnostic,
-    not a training loop.
-
-    Args:
-        model: anything with ``train_step(xb, yb) -> 0-d loss array``, ``parameters()`` ->
-            dict, ``set_parameters(dict)`` and an ``optimizer`` with an assignable
-            ``learning_rate`` and ``state_dict()`` / ``load_state_dict()``.
-        x, y: the training inputs and targets, first axis the samples (N, ...).
-        start_lr, end_lr: the range, 0 < start_lr < end_lr.
-        num_steps: how many mini-batches (and rates) to try, >= 3.
-        batch_size: mini-batch size; batches are drawn without replacement from a random
-            order (seeded by ``seed``) and the order is redrawn after each pass.
-        smoothing: decay of the loss's moving average, in [0, 1).
-        diverge_factor: stop when the smoothed loss exceeds this multiple of the best one.
-
-    Returns:
-        ``(lrs, losses, suggested_lr)``: the rates tried and the raw mini-batch losses (Python
-        floats, as long as the test ran), and the suggested rate.
+def get(identifier: Any, **params: Any) -> Schedule | Callable[[int], float]:
+    """A schedule from a number (-> ``Constant``), a class name (``params`` go to its
+    constructor), a config dict, a Schedule or any callable ``step -> float``.
 
     Examples:
-        >>> lrs, losses, lr = pn.schedules.lr_finder(model, x, y, num_steps=200)  # doctest: +SKIP
+        >>> get(0.1)
+        Constant(learning_rate=0.1)
+        >>> round(get("cosine_annealing", initial_learning_rate=0.1, decay_steps=10)(5), 6)
+        0.05
     """
-    from .backend import adapter_of
-    from .random import Generator
-
-    start_lr, end_lr = _rate("start_lr", start_lr), _rate("end_lr", end_lr)
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"lr_finder needs 0 < start_lr < end_lr, received start_lr={start_lr!r}, "
-                         f"end_lr={end_lr!r}.")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 3:
-        raise ValueError(f"num_steps must be an int >= 3, received {num_steps!r}.")
-    batch_size = _positive_int("batch_size", batch_size)
-    smoothing = _in_range("smoothing", smoothing, 0.0, 1.0, high_open=True)
-    if not diverge_factor > 1:
-        raise ValueError(f"diverge_factor must be > 1, received {diverge_factor!r}.")
-    n = x.shape[0]
-    if y.shape[0] != n or n == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of samples; received "
-                         f"x.shape={tuple(x.shape)} and y.shape={tuple(y.shape)}.")
-    for needed in ("train_step", "parameters", "set_parameters", "optimizer"):
-        if not hasattr(model, needed):
-            raise TypeError(f"lr_finder needs a model with {needed!r}; {type(model).__name__} "
-                            f"has none. See the docstring for the protocol.")
-
-    xp = compat.array_namespace(x)
-    optimizer = model.optimizer
-    saved_params = {name: _copy(v) for name, v in model.parameters().items()}
-    saved_state = _copy_state(optimizer.state_dict())
-    saved_lr = optimizer.learning_rate
-    generator = Generator(seed, backend=adapter_of(x).name, device=compat.device(x))
-    batch_size = min(batch_size, n)
-    lrs: list[float] = []
-    losses: list[float] = []
-    average, best = 0.0, math.inf
-    order, cursor = generator.permutation(n), 0
-    try:
-        for i in range(num_steps):
-            if cursor + batch_size > n:
-                order, cursor = generator.permutation(n), 0
-            index = order[cursor:cursor + batch_size]
-            cursor += batch_size
-            lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
-            optimizer.learning_rate = lr
-            loss = float(model.train_step(xp.take(x, index, axis=0), xp.take(y, index, axis=0)))
-            if not math.isfinite(loss):
-                break
-            average = smoothing * average + (1.0 - smoothing) * loss
-            debiased = average / (1.0 - smoothing ** (i + 1))
-            lrs.append(lr)
-            losses.append(loss)
-            best = min(best, debiased)
-            if debiased > diverge_factor * best:
-                break
-    finally:
-        model.set_parameters(saved_params)
-        optimizer.load_state_dict(saved_state)
-        optimizer.learning_rate = saved_lr
-    if len(lrs) < 3:
-        raise RuntimeError(
-            f"the loss diverged after {len(lrs)} step(s) of lr_finder (the last rate tried was "
-            f"{lrs[-1] if lrs else start_lr:.3g}); lower start_lr, or check the model and data."
-        )
-    return lrs, losses, _steepest_descent(lrs, losses)
+    if isinstance(identifier, int | float) and not isinstance(identifier, bool) and not params:
+        return Constant(identifier)
+    if isinstance(identifier, dict) and not params:
+        return from_config(identifier)
+    return _REGISTRY.resolve(identifier, **params)

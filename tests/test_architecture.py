@@ -14,11 +14,15 @@ ROOT = pathlib.Path(portanet.__file__).parent
 # README's floors, by module path prefix (the longest matching prefix wins).
 FLOORS = {
     "_typing": 1, "_version": 1, "_config": 1, "errors": 1, "backend": 1, "backends": 1,
+    "registry": 1,  # names and configs -> objects, for every kind (standard library only)
     "devices": 2, "random": 2, "ops": 2, "fused": 2,
-    "activations": 3, "losses": 3, "initializers": 3, "regularizers": 3,
+    "activations": 3, "losses_targets": 3, "losses": 3, "initializers": 3, "regularizers": 3,
     "layers": 4, "optimizers": 4, "clipping": 4, "schedules": 4,
-    "metrics": 5.0, "data": 5.1, "io": 5.2, "callbacks": 5.3, "engine": 5.4,
+    "metrics": 5.0, "data": 5.1,
+    "io.format": 5.2, "io.saving": 5.21, "io": 5.22,  # the file, then models in and out of it
+    "callbacks": 5.3, "engine": 5.4,
     "training": 5.5,
+    "lr_finder": 5.52,  # a short training loop (the learning-rate range test), on train_step
     "plotting": 5.55,  # the summary rows and the picture, under model.py (Sequential.plot)
     "model": 5.6,
     # A tool users run (DESIGN.md's top floor), but ``import portanet`` re-exports it

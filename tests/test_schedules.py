@@ -1,23 +1,20 @@
-"""schedules: every schedule against torch.optim.lr_scheduler step by step (or its formula), and
-the learning-rate range test on every backend.
+"""schedules: every schedule against torch.optim.lr_scheduler step by step (or its formula).
 
 A schedule maps a Python int to a Python float and touches no array, so the schedule tests have
 no backend to vary; the tests where schedules drive array work take the ``backend`` fixture
-(here ``lr_finder``; in test_optimizers.py, optimizers driven by schedules).
+(in test_optimizers.py, optimizers driven by schedules; in test_lr_finder.py, the learning-rate
+range test).
 """
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
-from helpers import assert_on_backend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import portanet as pn
 from portanet import optimizers, schedules
 from portanet.schedules import (
     Constant,
@@ -29,8 +26,8 @@ from portanet.schedules import (
     LinearWarmup,
     MultiStepDecay,
     OneCycle,
+    PlateauDecay,
     PolynomialDecay,
-    ReduceLROnPlateau,
     StepDecay,
 )
 
@@ -159,7 +156,7 @@ def test_reduce_on_plateau_matches_torch(kwargs):
     names = {"min_learning_rate": "min_lr"}
     reference = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, **{names.get(k, k): v for k, v in kwargs.items()})
-    ours = ReduceLROnPlateau(0.2, **kwargs)
+    ours = PlateauDecay(0.2, **kwargs)
     for epoch, value in enumerate(metrics):
         reference.step(value)
         got = ours.update(value)
@@ -170,7 +167,7 @@ def test_reduce_on_plateau_matches_torch(kwargs):
 
 
 def test_reduce_on_plateau_drives_an_optimizer_and_survives_config():
-    plateau = ReduceLROnPlateau(0.1, patience=0, factor=0.5)
+    plateau = PlateauDecay(0.1, patience=0, factor=0.5)
     opt = optimizers.SGD(plateau)
     assert opt.current_learning_rate() == 0.1
     plateau.update(1.0)
@@ -182,9 +179,37 @@ def test_reduce_on_plateau_drives_an_optimizer_and_survives_config():
     assert again.learning_rate.best == 1.0
 
 
+def test_plateau_configs_saved_under_the_old_name_still_load():
+    """Before issue 16 PlateauDecay was called ReduceLROnPlateau (like the callback); checkpoints
+    store that name in the optimizer's config, with the history under "state"."""
+    old = {"class_name": "ReduceLROnPlateau", "initial_learning_rate": 0.1, "mode": "min",
+           "factor": 0.5, "patience": 0, "threshold": 1e-4, "threshold_mode": "rel",
+           "cooldown": 0, "min_learning_rate": 0.0, "eps": 1e-8,
+           "state": {"learning_rate": 0.05, "best": 1.0, "num_bad_epochs": 0,
+                     "cooldown_counter": 0}}
+    schedule = schedules.get(old)
+    assert type(schedule) is PlateauDecay
+    assert schedule(7) == 0.05 and schedule.best == 1.0
+    assert schedule.update(1.0) == 0.025  # the history resumes: one more bad epoch halves it
+    assert schedule.get_config()["class_name"] == "PlateauDecay"  # saved under the new name
+    opt = optimizers.get({"class_name": "SGD", "learning_rate": old})
+    assert type(opt.learning_rate) is PlateauDecay and opt.current_learning_rate() == 0.05
+
+
+@pytest.mark.parametrize("name, match", [
+    ("ReduceLROnPlateau", r"schedules\.PlateauDecay .*pn\.callbacks\.ReduceLROnPlateau is the "
+                          r"callback"),
+    ("lr_finder", r"moved to the training floor: pn\.lr_finder\(model, x, y, \.\.\.\)"),
+])
+def test_moved_names_say_where_they_went(name, match):
+    with pytest.raises(AttributeError, match=match):
+        getattr(schedules, name)
+    assert not hasattr(schedules, "no_such_name")
+
+
 ALL = [c[1]() for c in TORCH_EQUIVALENTS] + [
     InverseTimeDecay(0.1, 0.5, staircase=True), ExponentialDecay(0.1, 0.5, 3),
-    ReduceLROnPlateau(0.1, mode="max")]
+    PlateauDecay(0.1, mode="max")]
 
 
 def test_get_config_round_trip_is_json():
@@ -212,14 +237,17 @@ def test_get_config_round_trip_is_json():
     (lambda: OneCycle(1.0, total_steps=10, pct_start=1.5), r"pct_start must be in \[0.0, 1.0\]"),
     (lambda: OneCycle(1.0, total_steps=10, anneal="exp"), r"anneal must be 'cos' or 'linear'"),
     (lambda: LinearWarmup(0.1, warmup_steps=0), r"warmup_steps must be a positive int"),
-    (lambda: ReduceLROnPlateau(0.1, factor=1.0), r"factor must be in \[0.0, 1.0\), received 1.0"),
-    (lambda: ReduceLROnPlateau(0.1, mode="up"), r"mode must be 'min' or 'max', received 'up'"),
+    (lambda: PlateauDecay(0.1, factor=1.0), r"factor must be in \[0.0, 1.0\), received 1.0"),
+    (lambda: PlateauDecay(0.1, mode="up"), r"mode must be 'min' or 'max', received 'up'"),
     (lambda: Constant(0.1)(-1), r"called with the step count, an int >= 0; received -1"),
     (lambda: Constant(0.1)(2.0), r"received 2.0 \(float\)"),
-    (lambda: ReduceLROnPlateau(0.1).update("low"), r"update expects the monitored value as a "
+    (lambda: PlateauDecay(0.1).update("low"), r"update expects the monitored value as a "
                                                    r"number, received 'low'"),
-    (lambda: schedules.get({"class_name": "Warp"}), r"unknown schedule class 'Warp'"),
-    (lambda: schedules.get("cosine"), r"expected a learning rate .* received 'cosine'"),
+    (lambda: schedules.get({"class_name": "Warp"}), r"unknown schedule 'Warp'\. Known: "),
+    (lambda: schedules.get("cosine"), r"unknown schedule 'cosine'\. Known: Constant, "
+                                      r"CosineAnnealing"),
+    (lambda: schedules.get([0.1]), r"cannot make a schedule from \[0\.1\] \(list\); pass a "
+                                   r"learning rate \(number\)"),
     (lambda: optimizers.SGD(lambda t: 0.1).get_config(), r"plain callable, which cannot be "
                                                           r"saved as JSON"),
 ])
@@ -264,108 +292,3 @@ def test_triangular2_far_into_training_settles_at_the_base_rate():
 def test_one_cycle_peaks_at_its_maximum(peak, total, pct, t):
     s = OneCycle(peak, total, pct_start=pct)
     assert peak / 25 / 1e4 * (1 - 1e-9) <= s(t) <= peak * (1 + 1e-12)
-
-
-# ---------------------------------------------------------------------------------------------
-# lr_finder, with a model that implements exactly the protocol it needs
-# ---------------------------------------------------------------------------------------------
-class LinearRegression:
-    """y = x w + b with the mean squared error, trained by ``optimizer``.
-
-    loss = mean((x w + b - y)^2); dloss/dw = 2/N x^T (x w + b - y), dloss/db = 2 mean(...).
-    """
-
-    def __init__(self, case, n_features: int, optimizer):
-        self.params = {"w": case.asarray(np.zeros((n_features, 1)), "float64"),
-                       "b": case.asarray(np.zeros(1), "float64")}
-        self.optimizer = optimizer
-        self.xp = case.xp
-
-    def parameters(self):
-        return dict(self.params)
-
-    def set_parameters(self, params):
-        self.params = dict(params)
-
-    def train_step(self, x, y):
-        xp = self.xp
-        err = x @ self.params["w"] + self.params["b"] - y
-        n = x.shape[0]
-        grads = {"w": (2.0 / n) * (x.T @ err), "b": 2.0 * xp.mean(err, axis=0)}
-        self.params = self.optimizer.step(self.params, grads)
-        return xp.mean(err * err)
-
-
-def _regression_data(n=256, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)) * np.array([1.0, 2.0, 0.5, 1.5])
-    w = rng.normal(size=(d, 1))
-    y = x @ w + 0.3 + 0.01 * rng.normal(size=(n, 1))
-    return x, y
-
-
-def test_lr_finder_finds_a_stable_rate_and_leaves_no_trace(backend):
-    """SGD on least squares is stable for lr < 2 / lambda_max(2/N X^T X) (the Hessian's largest
-    eigenvalue, with the bias column). The suggested rate must be below that limit, and the test
-    must stop once the loss explodes beyond it."""
-    x_np, y_np = _regression_data()
-    design = np.hstack([x_np, np.ones((len(x_np), 1))])
-    limit = 2.0 / np.linalg.eigvalsh(2.0 / len(x_np) * design.T @ design).max()
-    opt = optimizers.SGD(0.01, momentum=0.5)
-    model = LinearRegression(backend, 4, opt)
-    x, y = backend.asarray(x_np, "float64"), backend.asarray(y_np, "float64")
-    for _ in range(3):  # some history to be restored: weights, momentum buffers, step count
-        model.train_step(x[:32, ...], y[:32, ...])
-    before = {k: pn.to_numpy(v).copy() for k, v in model.parameters().items()}
-    state_before = {n: {k: pn.to_numpy(a).copy() for k, a in s.items()}
-                    for n, s in opt.state_dict()["slots"].items()}
-
-    lrs, losses, suggested = schedules.lr_finder(model, x, y, start_lr=1e-5, end_lr=10.0,
-                                                 num_steps=120, batch_size=32)
-
-    assert len(lrs) == len(losses) < 120, "the loss explodes past the stability limit: stop"
-    assert all(type(v) is float for v in lrs + losses + [suggested])
-    expected = 1e-5 * (10.0 / 1e-5) ** (np.arange(len(lrs)) / 119)
-    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
-    assert lrs[-1] > limit / 2, f"stopped at {lrs[-1]:.3g}, long before the limit {limit:.3g}"
-    assert 1e-3 < suggested < limit, (suggested, limit)
-    # no trace: weights, state, step count and rate are back
-    for k, v in model.parameters().items():
-        assert_on_backend(v, backend, "float64")
-        np.testing.assert_array_equal(pn.to_numpy(v), before[k])
-    after = opt.state_dict()
-    assert after["step"] == 3 and opt.learning_rate == 0.01
-    for n, s in after["slots"].items():
-        for k, a in s.items():
-            assert_on_backend(a, backend, "float64")
-            np.testing.assert_array_equal(pn.to_numpy(a), state_before[n][k])
-
-
-def test_lr_finder_restores_a_fresh_optimizer_and_a_schedule(backend):
-    x_np, y_np = _regression_data(n=64)
-    cosine = CosineAnnealing(0.05, decay_steps=100)
-    opt = optimizers.Adam(cosine)
-    model = LinearRegression(backend, 4, opt)
-    x, y = backend.asarray(x_np, "float64"), backend.asarray(y_np, "float64")
-    lrs, _, suggested = schedules.lr_finder(model, x, y, num_steps=30, batch_size=16,
-                                            end_lr=1.0)
-    assert len(lrs) >= 3 and math.isfinite(suggested)
-    assert opt.learning_rate is cosine and opt.iterations == 0
-    assert opt.state_dict()["slots"] == {}
-    for v in model.parameters().values():
-        np.testing.assert_array_equal(pn.to_numpy(v), 0.0)
-
-
-def test_lr_finder_bad_input(backend):
-    x_np, y_np = _regression_data(n=16)
-    model = LinearRegression(backend, 4, optimizers.SGD(0.1))
-    x, y = backend.asarray(x_np, "float64"), backend.asarray(y_np, "float64")
-    with pytest.raises(ValueError, match=r"needs 0 < start_lr < end_lr, received start_lr=1.0"):
-        schedules.lr_finder(model, x, y, start_lr=1.0, end_lr=0.1)
-    with pytest.raises(ValueError, match=r"same, non-zero number of samples; received "
-                                         r"x.shape=\(16, 4\) and y.shape=\(8, 1\)"):
-        schedules.lr_finder(model, x, y[:8, ...])
-    with pytest.raises(TypeError, match=r"lr_finder needs a model with 'train_step'"):
-        schedules.lr_finder(object(), x, y)
-    with pytest.raises(ValueError, match=r"num_steps must be an int >= 3, received 2"):
-        schedules.lr_finder(model, x, y, num_steps=2)

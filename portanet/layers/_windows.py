@@ -16,8 +16,9 @@ Layout: the layers take and return NCHW arrays, but work on the *view* ``(C, H, 
 (:func:`to_chwn`, a free transpose). Why: with the batch innermost, one window slice is a few
 long contiguous runs (``OW * N`` numbers per row) instead of many runs of ``OW`` numbers
 (LeNet's maps are 10-28 pixels wide), so copying windows out and adding gradients back in run
-several times faster on CPUs. And the columns ``(C*kh*kw, OH*OW*N)`` then feed ONE large matmul
-for the whole batch instead of one small matmul per image. Results handed back are NCHW views
+several times faster on CPUs. And the columns ``(kh*kw*C, OH*OW*N)`` (the ``kh*kw`` slices
+stacked, offsets outermost) then feed ONE large matmul for the whole batch instead of one small
+matmul per image. Results handed back are NCHW views
 of CHWN memory; the next window layer transposes them back for free.
 """
 

@@ -7,18 +7,22 @@ Forward (cross-correlation, as in every deep-learning library)::
 
 How it is computed without a convolution primitive: for each kernel offset (i, j), the input
 pixels that offset reads for all output positions form one strided slice of the padded input,
-``(C, OH, OW, N)`` of the CHWN view (see ``_windows.py``). Stacking the ``kh*kw`` slices gives
-the column matrix ``cols`` of shape ``(C*kh*kw, OH*OW*N)``, and the convolution of the whole
-batch is one matmul::
+``(C, OH, OW, N)`` of the CHWN view (see ``_windows.py``). Stacking the ``kh*kw`` slices
+(offsets outermost) gives the column matrix ``cols`` of shape ``(kh*kw*C, OH*OW*N)``, whose row
+``(i*kw + j)*C + c`` holds the pixels that tap (i, j) of channel c reads. The kernel is laid out
+to match, and the convolution of the whole batch is one matmul::
 
-    z = W_mat @ cols + b          W_mat = W reshaped to (O, C*kh*kw);  z: (O, OH*OW*N)
+    W_mat = W (O, C, kh, kw) permuted to (O, kh, kw, C), reshaped to (O, kh*kw*C)
+    z     = W_mat @ cols + b                   z: (O, OH*OW*N)
 
 Backward, given dz = dL/dz (O, OH*OW*N)::
 
-    dL/dW   = dz @ cols^T                      (O, C*kh*kw) -> (O, C, kh, kw)
+    dL/dW   = dz @ cols^T                      (O, kh*kw*C) -> (O, kh, kw, C) -> (O, C, kh, kw)
     dL/db   = sum over n, p, q of dz
-    dcols   = W_mat^T @ dz                     (C*kh*kw, OH*OW*N)
-    dL/dx   = crop( sum_{i,j} dcols[rows of tap (i,j)] placed back into window (i, j) )
+    dcols   = W_mat^T @ dz                     (kh*kw*C, OH*OW*N) -> (kh*kw, C, OH, OW, N)
+    dL/dx   = crop( sum_{i,j} dcols[tap (i, j)] placed back into window (i, j) )
+
+With the offsets outermost, each tap's rows of ``dcols`` are one contiguous block.
 
 The last line is the "fold" (col2im): each offset's gradient is added into the same strided
 slice it was read from; slices never repeat a position, so no scatter with duplicate indices.

@@ -90,7 +90,7 @@ class GRU(Recurrent):
         rz = gate_sigmoid(xw_t[:, :2 * k] + hu_t[:, :2 * k], xp)  # both gates in one call
         r, z = rz[:, :k], rz[:, k:]
         hu_n = hu_t[:, 2 * k:]                          # h_{t-1} U_n + b_hn
-        n = xp.tanh(xw_t[:, 2 * k:] + r * hu_n)        # activations.tanh
+        n = xp.tanh(xw_t[:, 2 * k:] + r * hu_n)        # tanh (activations.tanh is xp.tanh)
         h = n + z * (h_prev - n)                        # (1 - z) n + z h_{t-1}
         return (h,), (r, z, n, hu_n, h_prev)
 

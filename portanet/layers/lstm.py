@@ -164,7 +164,8 @@ class LSTM(Recurrent):
         c_prev = states[1]  # h_{t-1} arrived already, through hu_t = h_{t-1} U
         n = self.hidden_size
         z = xw_t + hu_t                        # (N, 4H): [z_i | z_f | z_g | z_o]
-        # activations.tanh, called on the namespace at hand (this runs T times per call)
+        # tanh straight from the namespace (activations.tanh is the same xp.tanh): this runs
+        # T times per call, and the sigmoids ride on it, sigma(z) = tanh(z/2)/2 + 1/2
         gates = xp.tanh(z * a) * a + b         # ONE tanh: [i | f | g | o], a = 1/2 or 1
         i, f, g, o = gates[:, :n], gates[:, n:2 * n], gates[:, 2 * n:3 * n], gates[:, 3 * n:]
         c = f * c_prev + i * g                 # c_t = f c_{t-1} + i g

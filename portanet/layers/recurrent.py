@@ -4,7 +4,8 @@ A recurrent layer reads a batch of sequences ``x`` (N, T, F), batch first, one s
 carrying a state from step to step. Each layer is a *cell* (rnn.py, lstm.py, gru.py: the gates,
 forward and backward, written out) inside the loop written here once::
 
-    xw = x @ W + b                       all T steps in ONE matmul: (N*T, F) @ (F, G*H)
+    xw = x @ W + b                       all T steps in ONE matmul: (T*N, F) @ (F, G*H), time-
+                                         major rows, so step t is one contiguous block
     for t = 0 .. T-1:                    (the loop: T is a static shape, a Python loop is fine)
         hu_t = h_{t-1} @ U (+ b_h)       the recurrent half of every gate: (N, H) @ (H, G*H)
         state_t = cell(xw_t, hu_t, state_{t-1})

@@ -53,6 +53,7 @@ import array_api_compat as compat
 from .. import clipping, fused, schedules
 from .._typing import Array
 from ..devices import device_of, to_backend
+from ..registry import make_config
 
 LearningRate = float | Callable[[int], float]
 
@@ -533,17 +534,17 @@ class Optimizer:
 
     # -- configuration -----------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """A JSON-able dict; ``optimizers.get(config)`` builds the same optimizer (no state)."""
+        """``{"class_name": ..., "config": {constructor arguments}}`` (JSON-able; a schedule as
+        its own config); ``optimizers.get(config)`` builds the same optimizer (no state)."""
         lr = self._learning_rate
         config: dict[str, Any] = {
-            "class_name": type(self).__name__,
             "learning_rate": schedules._config_of(lr) if callable(lr) else lr,
         }
         config.update(self._hyperparameters())
         config.update(weight_decay=self.weight_decay, clip_value=self.clip_value,
                       clip_norm=self.clip_norm, global_clip_norm=self.global_clip_norm,
                       inplace=self.inplace)
-        return config
+        return make_config(type(self).__name__, config)
 
     def __repr__(self) -> str:
         args = {"learning_rate": self._learning_rate, **self._hyperparameters()}
