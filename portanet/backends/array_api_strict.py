@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._adapter import Adapter
-from .numpy import pcg64_bytes, restore_pcg64
+from .numpy import PCG64Generators
 
 
-class ArrayApiStrictAdapter(Adapter):
+class ArrayApiStrictAdapter(PCG64Generators, Adapter):
     name = "array_api_strict"
     module_name = "array_api_strict"
     install_hint = "pip install array-api-strict"
@@ -35,15 +35,6 @@ class ArrayApiStrictAdapter(Adapter):
 
     def generator(self, seed, device):
         return np.random.Generator(np.random.PCG64(seed))
-
-    def generator_kind(self, gen):
-        return "numpy.PCG64"
-
-    def generator_bytes(self, gen):
-        return pcg64_bytes(gen)
-
-    def restore_generator(self, gen, data):
-        restore_pcg64(gen, data)
 
     def _wrap(self, a, device):
         return self.library().asarray(a, device=device)

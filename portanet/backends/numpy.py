@@ -9,7 +9,21 @@ import numpy as np
 from ._adapter import Adapter
 
 
-class NumpyAdapter(Adapter):
+class PCG64Generators:
+    """Saving and restoring the NumPy PCG64 generators the numpy and array-api-strict adapters
+    draw from (their states are interchangeable: the same bytes, the same draws)."""
+
+    def generator_kind(self, gen):
+        return "numpy.PCG64"
+
+    def generator_bytes(self, gen):
+        return pcg64_bytes(gen)
+
+    def restore_generator(self, gen, data):
+        restore_pcg64(gen, data)
+
+
+class NumpyAdapter(PCG64Generators, Adapter):
     name = "numpy"
     module_name = "numpy"
     install_hint = "pip install numpy"
@@ -74,15 +88,6 @@ class NumpyAdapter(Adapter):
 
     def permutation(self, gen, n, device):
         return gen.permutation(n).astype(np.int64, copy=False)
-
-    def generator_kind(self, gen):
-        return "numpy.PCG64"
-
-    def generator_bytes(self, gen):
-        return pcg64_bytes(gen)
-
-    def restore_generator(self, gen, data):
-        restore_pcg64(gen, data)
 
     def to_numpy(self, x):
         return np.asarray(x)
