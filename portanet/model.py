@@ -221,6 +221,8 @@ class Sequential(Chain):
         if not compat.is_array_api_obj(x) or compat.is_numpy_array(x):
             x = training.to_model(self, x, "x")
         self._check_input(x)
+        if x.ndim == 1:  # N samples of shape (), or one sample without its axis: the shapes say
+            training.output_width(self, x)
         n = x.shape[0]
         if batch_size is None or batch_size >= n:
             return self.engine.forward(x)

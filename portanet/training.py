@@ -204,7 +204,7 @@ def _check_pair(x: Array, y: Array, what: str) -> int:
     return x.shape[0]
 
 
-def _num_outputs(model: Any, x: Array) -> int | None:
+def output_width(model: Any, x: Array) -> int | None:
     """The model's output width for inputs like ``x``; its shape errors (e.g. "Dense expected
     input with 64 features, received per-sample shape (63,)") are raised here, before training,
     evaluation or prediction. A 1-D ``x`` is N samples of shape (): the error says how to pass
@@ -228,7 +228,7 @@ def _check_targets(model: Any, x: Array, y: Array) -> None:
     loss = getattr(model, "loss", None)
     check = getattr(loss, "check_targets", None)
     if check is not None:
-        check(y, _num_outputs(model, x))
+        check(y, output_width(model, x))
     else:
         _check_finite(y, "y")
 
@@ -277,7 +277,7 @@ def predict(model: Any, x: Any, batch_size: int | None = DEFAULT_EVAL_BATCH) -> 
     ``x`` must have the model's per-sample shape after the sample axis (the shape error is
     the one ``evaluate`` and ``fit`` give, raised before any forward pass)."""
     x = to_model(model, x, "x")
-    _num_outputs(model, x)  # shape metadata only: nothing is read from the device
+    output_width(model, x)  # shape metadata only: nothing is read from the device
     return model.predict(x, batch_size=batch_size)
 
 

@@ -291,7 +291,8 @@ def test_nan_index_refers_to_the_callers_array_with_a_validation_split():
         _mlp().fit(bad, SPIRAL_Y, verbose=0, validation_split=VAL)
 
 
-@pytest.mark.parametrize("call", ["predict", "predict_proba", "predict_classes", "evaluate"])
+@pytest.mark.parametrize("call", ["predict", "predict_proba", "predict_classes", "evaluate",
+                                  "model.predict"])
 def test_one_dimensional_input_is_refused_with_the_shape_error(backend, call):
     """A 1-D x of 2 numbers is 2 samples of shape (): predict_proba used to return 2 rows of
     probabilities for "one sample", predict_classes 2 class ids."""
@@ -305,6 +306,8 @@ def test_one_dimensional_input_is_refused_with_the_shape_error(backend, call):
             model.evaluate(x, np.asarray([0, 1]))
         elif call == "predict":
             training.predict(model, x)
+        elif call == "model.predict":  # the method, as the functions
+            model.predict(x)
         else:
             getattr(model, call)(x)
     assert model.predict_classes(x[None, :]).shape == (1,)  # the fix the message gives works
