@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .layers import Standardize
+from .plotting import guess_input_shape
 
 MODELS = ("mlp", "cnn")
 MLP_SIZES = (784, 512, 512, 10)
@@ -466,12 +466,10 @@ def _input_shape_of(net) -> tuple[int, ...]:
     """The per-sample input shape of a saved model: a first Dense layer's input size, or the
     statistics' shape of a first Standardize layer (``portanet train`` saves models that start
     with one), then the Dense after it."""
+    shape = guess_input_shape(net)
+    if shape is not None:
+        return tuple(shape)
     first = net.layers[0]
-    if isinstance(first, Standardize):
-        after = net.layers[1] if len(net.layers) > 1 else None
-        return (after.in_features,) if hasattr(after, "in_features") else tuple(first.shape)
-    if hasattr(first, "in_features"):
-        return (first.in_features,)
     raise ValueError("a saved model to benchmark must start with a Dense or a Standardize "
                      f"layer (its input size is then known); received {type(first).__name__}.")
 

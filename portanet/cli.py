@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 
-from . import __version__, bench, parity
+from . import __version__, bench, parity, plotting
 from .backend import BACKEND_NAMES, get_backend, use_backend
 from .backends import ADAPTERS
 from .data import CharTokenizer, generate_text
@@ -396,21 +396,12 @@ def _gradcheck_input_shape(model, args: argparse.Namespace) -> tuple[int, ...]:
     elif args.model in bench.MODELS:
         shape = bench.input_shape(args.model)
     else:
-        first = model.named_leaves()[0][1]
-        if hasattr(first, "in_features"):
-            shape = (first.in_features,)
-        elif isinstance(first, Standardize):
-            shape = tuple(first.shape)
-        else:
+        shape = plotting.guess_input_shape(model)
+        if shape is None:
+            first = model.named_leaves()[0][1]
             raise ValueError(f"cannot tell the input shape of a model that starts with "
                              f"{type(first).__name__}; pass one sample's shape, e.g. "
                              "--input-shape 1,28,28 (an image) or --input-shape 20 (20 ids).")
-        try:
-            model.output_shape(shape)
-        except ValueError:
-            raise ValueError(f"the model's first layer, a {type(first).__name__}, does not tell "
-                             f"its whole input shape (its statistics have shape {shape}); pass "
-                             "one sample's shape, e.g. --input-shape 3,32,32.") from None
     model.output_shape(shape)  # a wrong --input-shape: the layer's own message, before any work
     return tuple(shape)
 

@@ -84,6 +84,7 @@ from .backend import Backend, adapter_of, get_backend, make_backend, use_backend
 from .devices import asarray, device_of, to_numpy
 from .layers.base import Layer, dtype_name
 from .losses import Loss
+from .plotting import guess_input_shape
 from .random import Generator, host_generator, host_normal, host_uniform
 
 __all__ = [
@@ -932,9 +933,8 @@ def _sample_inputs(model: Layer, input_shape: Sequence[int] | None, batch_size: 
     leaves = model.named_leaves()
     first = leaves[0][1] if leaves else None
     if input_shape is None:
-        if first is not None and hasattr(first, "in_features"):
-            input_shape = (first.in_features,)
-        else:
+        input_shape = guess_input_shape(model)
+        if input_shape is None:
             raise ValueError(f"main_check cannot tell the input shape of a model that starts "
                              f"with {type(first).__name__}; pass input_shape=(...) (one "
                              "sample's shape, e.g. (1, 28, 28)) or the data x.")

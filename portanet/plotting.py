@@ -61,6 +61,7 @@ from .errors import abridged
 from .layers.base import Layer
 from .layers.bidirectional import Bidirectional
 from .layers.chain import Chain
+from .layers.preprocessing import Standardize
 from .layers.residual import Residual
 from .layers.transformer import TransformerEncoderBlock
 
@@ -130,14 +131,20 @@ def describe(layer: Layer) -> str:
 def guess_input_shape(model: Layer) -> Shape | None:
     """The per-sample input shape when the model can tell, else None.
 
-    The first leaf layer's ``in_features`` (Dense, Maxout: ``(in_features,)``); otherwise the
-    shape the model's last forward pass saw (``Sequential`` remembers it).
+    The first leaf layer's ``in_features`` (Dense, Maxout: ``(in_features,)``), looking past a
+    leading ``Standardize`` (it keeps the shape: ``portanet train`` saves models that start with
+    one), or that Standardize's own statistics shape when it shares no axis; otherwise the shape
+    the model's last forward pass saw (``Sequential`` remembers it).
     """
-    first: Layer | None = model
-    while first is not None and first.is_container:
-        kids = first.children()
-        first = kids[0][1] if kids else None
-    if first is not None and hasattr(first, "in_features"):
+    leaves = [leaf for _, leaf in model.named_leaves()] if model.is_container else [model]
+    first = leaves[0] if leaves else None
+    if isinstance(first, Standardize):
+        after = leaves[1] if len(leaves) > 1 else None
+        if hasattr(after, "in_features"):
+            return (after.in_features,)
+        if 1 not in first.shape:  # per-entry statistics: their shape is the sample's
+            return tuple(first.shape)
+    elif first is not None and hasattr(first, "in_features"):
         return (first.in_features,)
     return getattr(model, "_seen_input_shape", None)
 

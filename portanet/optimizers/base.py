@@ -52,6 +52,7 @@ import array_api_compat as compat
 
 from .. import clipping, fused, schedules
 from .._typing import Array
+from ..backend import adapter_of
 from ..devices import device_of, to_backend
 from ..registry import make_config
 
@@ -565,8 +566,6 @@ def _copy(a: Array) -> Array:
 def _onto(a: Array, like: Array) -> Array:
     """A copy of ``a`` on the backend and device of ``like``, in its dtype (loading a
     checkpoint: the optimizer must own its state, since the in-place path writes into it)."""
-    from ..backend import adapter_of
-
     adapter = adapter_of(like)
     moved = to_backend(a, adapter.name, compat.device(like))
     # A copy (to_backend may return a itself, or share its memory through DLPack), in like's
