@@ -42,6 +42,9 @@ from typing import Any
 
 import numpy as np
 
+import portanet as pn
+
+from . import layers as L
 from .plotting import guess_input_shape
 
 MODELS = ("mlp", "cnn")
@@ -57,8 +60,6 @@ def build_portanet(model: str, dtype: str, seed: int = 0, learning_rate: float =
     (never the default "auto", which compiles on jax); True, the step compiled by the backend's
     compiler (an error where it has none).
     """
-    import portanet as pn
-    from portanet import layers as L
 
     if model == "mlp":
         a, h1, h2, k = MLP_SIZES
@@ -350,7 +351,6 @@ def _train_step(net, x, y):
 def build_compiled(model: str, dtype: str):
     """The benchmark model with its step compiled on the active backend, or None where the
     backend has no compiler (``Adapter.compiler``: numpy, array_api_strict, cupy)."""
-    import portanet as pn
 
     if pn.get_backend().adapter.compiler is None:
         return None
@@ -385,7 +385,6 @@ def measure(model: str, backend_name: str, device: Any, dtypes: list[str], batch
     during the timed rounds is an error, not a figure. On jax its floor is compiled too
     (``floor_products(compiled=True)``).
     """
-    import portanet as pn
 
     backend = pn.set_backend(backend_name, device)
     if backend.name == "torch":
@@ -510,7 +509,6 @@ def measure_torch(model: str, device: str, dtypes: list[str], batches: list[int]
 
 # -- the driver: one process per backend/device ------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    import portanet as pn
 
     return {"python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -553,7 +551,6 @@ def run(model: str, targets: list[tuple[str, str | None]], dtypes: list[str], ba
     ``jit_compile``: also the compiled step, a row next to the eager one, on every target
     whose backend has a compiler (:func:`measure`).
     """
-    import portanet as pn
 
     for name, device in targets:
         pn.backend.make_backend(name, device)  # fail fast, in the parent, with the clear error
@@ -752,7 +749,6 @@ def check_arguments(args) -> tuple[list[tuple[str, str | None]], list[str], list
     """Every check that can fail on the user's input, before any worker starts (a failure
     after minutes of timing, or inside a worker, would be worse): returns the targets, dtypes
     and batch sizes, or raises ValueError / ImportError / FileNotFoundError with the fix."""
-    import portanet as pn
 
     batches = _int_list(args.batch_sizes, "--batch-sizes")
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]

@@ -32,6 +32,10 @@ from typing import Any
 
 import numpy as np
 
+import portanet as pn
+
+from .bench import build_portanet, input_shape, parse_targets
+
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 
 
@@ -72,8 +76,6 @@ def _has_dropout(model) -> bool:
 def trace(model_name: str, backend: str, device: Any, dtype: str, x_host: np.ndarray,
           y_host: np.ndarray, steps: int, seed: int = 0) -> dict[str, Any]:
     """Activations, gradients and the loss curve of the model on one backend (host copies)."""
-    import portanet as pn
-    from portanet.bench import build_portanet
 
     with pn.use_backend(backend, device) as b:
         model = build_portanet(model_name, dtype, seed=seed)
@@ -99,7 +101,6 @@ def run(model: str, targets: list[tuple[str, str | None]], dtype: str = "float64
         steps: int = 10, batch: int = 32, seed: int = 0,
         tolerance: float | None = None) -> tuple[list[Difference], list[dict[str, Any]]]:
     """Trace every target and compare each with the first. Returns (differences, traces)."""
-    from portanet.bench import input_shape
 
     if len(targets) < 2:
         raise ValueError(f"parity needs at least two backends/devices, received {targets}; "
@@ -169,8 +170,6 @@ def add_command(commands) -> None:
 def check_arguments(args) -> list[tuple[str, str | None]]:
     """Every check that can fail on the user's input, before the first trace: returns the
     targets, or raises ValueError (an unknown backend or device says how to fix it)."""
-    import portanet as pn
-    from portanet.bench import parse_targets
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, received {args.batch_size}.")
