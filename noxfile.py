@@ -2,7 +2,7 @@
 
     nox -s tests          # numpy, array-api-strict (CPU_DEVICE, device1), torch-cpu, jax
     nox -s tests_gpu      # cupy and torch-cuda; skips cleanly where no CUDA device is usable
-    nox -s bench          # pytest-benchmark suite with PyTorch baselines
+    nox -s bench          # pytest-benchmark suite with PyTorch baselines, and 2-process scaling
     nox -s lint           # ruff
     nox -s docs           # doctests of the modules, then the mkdocs site
 """
@@ -24,7 +24,7 @@ TORCH_CPU = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite on every CPU backend (torch and jax installed so none of them skip)."""
-    session.install("-e", ".[test,jax]", TORCH_CPU)
+    session.install("-e", ".[test,jax,mpi,dask]", TORCH_CPU)
     session.run("python", "-m", "pytest", "-m", "not gpu", *session.posargs)
 
 
@@ -50,7 +50,7 @@ def bench(session: nox.Session) -> None:
     torch.compile) in rows of their own with their compile time apart, and saves
     bench-mlp.json / bench-cnn.json and their plots in .benchmarks/.
     """
-    session.install("-e", ".[test,jax,plot]", TORCH_CPU)
+    session.install("-e", ".[test,jax,plot,mpi]", TORCH_CPU)
     probe = "import portanet as pn; print(','.join(pn.available_backends()))"
     backends = session.run("python", "-c", probe, silent=True).strip().split(",")
     os.makedirs(".benchmarks", exist_ok=True)  # pytest-benchmark writes --benchmark-json into it
@@ -65,6 +65,8 @@ def bench(session: nox.Session) -> None:
                 "--jit-compile", "--json", "bench-mlp.json", "--plot", ".benchmarks/bench-mlp.png")
     session.run("portanet", "bench", "--model", "cnn", "--batch-sizes", "128",
                 "--jit-compile", "--json", "bench-cnn.json", "--plot", ".benchmarks/bench-cnn.png")
+    # data-parallel scaling: 2 processes (mpiexec) against 1, one thread each
+    session.run("portanet", "bench", "--distributed", "2", "--json", "bench-distributed.json")
 
 
 @nox.session

@@ -719,6 +719,11 @@ def add_command(commands) -> None:
                    help="also time the compiled step (jax.jit, torch.compile) as a row next to "
                         "the eager one, on every backend with a compiler; compile time is "
                         "reported apart")
+    p.add_argument("--distributed", type=int, default=None, metavar="N",
+                   help="time data-parallel steps on N processes (launched with mpiexec) "
+                        "against one: compute, all-reduce and its floor per step, and the "
+                        "speedup (MLP, numpy and batch 1024 by default; one thread per process "
+                        "unless --threads)")
     p.add_argument("--json", default="portanet-bench.json", help="where to save the report")
     p.add_argument("--plot", default=None,
                    help='save throughput vs batch size to this PNG (needs matplotlib: pip '

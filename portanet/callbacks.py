@@ -63,6 +63,16 @@ __all__ = [
 ]
 
 
+def _no_nonfinite_step() -> int | None:
+    """TrainingState's default outside fit: no step to report. (Module-level functions, not
+    lambdas, so that callbacks pickle: process pools send them to their workers.)"""
+    return None
+
+
+def _silent(message: str) -> None:
+    """TrainingState's default ``log`` outside fit: say nothing."""
+
+
 @dataclass
 class TrainingState:
     """What the loop shares with its callbacks: position, the stop flag, and two helpers.
@@ -85,8 +95,8 @@ class TrainingState:
     stop_message: str | None = None
     has_validation: bool = False
     log_keys: tuple[str, ...] | None = None
-    nonfinite_step: Callable[[], int | None] = field(default=lambda: None, repr=False)
-    log: Callable[[str], None] = field(default=lambda message: None, repr=False)
+    nonfinite_step: Callable[[], int | None] = field(default=_no_nonfinite_step, repr=False)
+    log: Callable[[str], None] = field(default=_silent, repr=False)
 
 
 class Callback:
@@ -97,9 +107,12 @@ class Callback:
         state: the loop's :class:`TrainingState`.
         adds_logs: names of the values this callback writes into the epoch logs (so that a
             callback monitoring one of them passes ``on_train_begin``'s check).
+        chief_only: in data-parallel training (``fit(..., distributed=True)``) run on rank 0
+            only: the callback writes files or prints, and its decisions change nothing.
     """
 
     adds_logs: tuple[str, ...] = ()
+    chief_only: bool = False
 
     def __init__(self):
         self.model: Any = None
@@ -440,6 +453,8 @@ class ModelCheckpoint(Callback):
         saved: the paths written, in order. best: best monitored value so far.
     """
 
+    chief_only = True  # writes: rank 0 alone in data-parallel training
+
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss",
                  save_best_only: bool = False, save_weights_only: bool = False,
                  mode: str = "auto", min_delta: float = 0.0):
@@ -653,6 +668,8 @@ class CSVLogger(Callback):
         append: keep existing rows and add to them (the header is written only once).
     """
 
+    chief_only = True  # writes: rank 0 alone in data-parallel training
+
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False):
         super().__init__()
         self.filename = os.fspath(filename)
@@ -731,6 +748,8 @@ class ProgressBar(Callback):
     verbose=1 shows the live progress (updated where the loop reads the loss, with loss and
     samples/s) and a summary line per epoch; verbose=2 prints only the summary lines.
     """
+
+    chief_only = True  # writes: rank 0 alone in data-parallel training
 
     def __init__(self, verbose: int = 1, stream: Any = None, use_tqdm: bool | None = None):
         super().__init__()

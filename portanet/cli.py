@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 
-from . import __version__, bench, parity, plotting
+from . import __version__, bench, bench_distributed, distributed, parity, plotting
 from .backend import BACKEND_NAMES, get_backend, use_backend
 from .backends import ADAPTERS
 from .data import CharTokenizer, generate_text
@@ -191,6 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import data, optimizers, schedules
 
     started = time.perf_counter()
+    chief = _distributed_role(args)
     name = args.dataset or _default_dataset()
     images = args.model == "cnn"
     if name in SEQUENCE_TASKS:
@@ -236,8 +237,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
             model.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size,
                       validation_split=0.1, metrics=metrics, verbose=verbose, seed=args.seed,
-                      shuffle="host")
+                      shuffle="host", distributed=args.distributed)
             scores = model.evaluate(x_test, y_test, metrics=metrics)
+    if not chief:  # rank 0 reports and saves; the others trained the same model with it
+        return 0
     path = model.save(output)
     if classification:
         right = round(scores["accuracy"] * len(y_test))
@@ -259,6 +262,7 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
+    chief = _distributed_role(args)
     name = args.dataset or DEFAULT_TASK[args.model]
     if name not in SEQUENCE_TASKS:
         raise ValueError(f"--model {args.model} trains on a sequence task "
@@ -285,9 +289,12 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
                 print(model.summary(input_shape=tuple(task.x.shape[1:])))
             verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
             model.fit(task.x, task.y, epochs=epochs, batch_size=args.batch_size,
-                      validation_split=0.1, verbose=verbose, seed=args.seed, shuffle="host")
+                      validation_split=0.1, verbose=verbose, seed=args.seed, shuffle="host",
+                      distributed=args.distributed)
             loss = model.evaluate(task.x_test, task.y_test)["loss"]
             accuracy = token_accuracy(model, task.x_test, task.y_test)
+    if not chief:
+        return 0
     path = model.save(output)
     if task.tokenizer is not None:
         with open(tokenizer_path(path), "w", encoding="utf-8") as f:
@@ -305,6 +312,29 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"done in {time.perf_counter() - started:.1f}s")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``portanet bench``: across backends and devices, or across processes (--distributed)."""
+    if args.distributed is not None:
+        return bench_distributed.main(args)
+    return bench.main(args)
+
+
+def _distributed_role(args: argparse.Namespace) -> bool:
+    """``--distributed``: whether this process is rank 0 (it prints and saves; the others
+    train quietly). Outside ``mpiexec``/``torchrun`` it is the only process, and says so."""
+    if not args.distributed:
+        return True
+    size = distributed.world_size()
+    if distributed.rank() != 0:
+        args.quiet = True
+        return False
+    if not args.quiet:
+        print(f"portanet train: data-parallel on {size} process{'es' if size > 1 else ''}"
+              + ("" if size > 1 else " (launch with mpiexec -n N or torchrun "
+                 "--nproc-per-node N to use more)"))
+    return True
 
 
 def tokenizer_path(model_path: str) -> str:
@@ -547,6 +577,10 @@ def add_train_parser(commands) -> None:
                        help="compile the training step: auto (default: where it measures "
                             "faster, i.e. jax), on (--jit-compile alone; jax.jit or "
                             "torch.compile, an error elsewhere) or off (eager)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training on the processes of an mpiexec -n N or "
+                            "torchrun --nproc-per-node N launch (each takes its share of "
+                            "every batch); rank 0 prints and saves")
     train.add_argument("--quiet", action="store_true", help="print only the final results")
     add_threads_option(train)
     train.set_defaults(run=cmd_train)
@@ -575,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(commands)
     add_gradcheck_parser(commands)
     bench.add_command(commands)
+    commands.choices["bench"].set_defaults(run=cmd_bench)
     parity.add_command(commands)
     for command in commands.choices.values():
         command.add_argument("--traceback", action="store_true",

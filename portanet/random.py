@@ -84,6 +84,13 @@ class Generator:
         """Continue from ``state`` (a key from :meth:`get_state`, possibly a later one)."""
         self.backend.adapter.set_generator_state(self._native, state)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the draws from ``seed`` (on the same backend and device)."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, received {seed!r}.")
+        self.seed = seed
+        self._native = self.backend.adapter.generator(seed, self.backend.device)
+
     # -- saving and restoring (checkpoints resume exactly) -----------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue these draws: ``{"kind", "seed", "state"}``.

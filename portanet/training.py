@@ -59,6 +59,7 @@ from .callbacks import (
 from .data._util import as_numeric, host_labels, nonfinite_rows, take_rows
 from .data.batching import BatchIterator, kfold_indices, train_test_split
 from .devices import resolve_dtype, to_backend, to_numpy
+from .distributed.parallel import DataParallel, data_parallel
 from .engine.state import StateLayout, TrainState
 from .optimizers.base import OptState
 from .random import fresh_seed
@@ -307,8 +308,11 @@ def _loss_value(model: Any, outputs: Array, y: Array) -> Array | None:
 
 
 def _evaluate_on_device(model: Any, x: Array, y: Array, metrics: Sequence[Any],
-                        batch_size: int | None, include_loss: bool = True) -> dict[str, float]:
-    outputs = model.predict(x, batch_size=batch_size)
+                        batch_size: int | None, include_loss: bool = True,
+                        strategy: DataParallel | None = None) -> dict[str, float]:
+    # data-parallel: each process predicts its share of the rows, and all see every output
+    outputs = model.predict(x, batch_size=batch_size) if strategy is None else \
+        strategy.predict(model, x, batch_size)
     xp = compat.array_namespace(outputs)
     names, device_values, host_values = [], [], {}
     if include_loss:
@@ -505,9 +509,12 @@ class _Epoch:
     once at the end (and every ``progress_every`` steps for the progress display)."""
 
     def __init__(self, model: Any, batches: BatchIterator, augment: Any,
-                 progress_every: int | None):
+                 progress_every: int | None, strategy: DataParallel | None = None,
+                 stops_mid_epoch: bool = False):
         self.model, self.batches, self.augment = model, batches, augment
         self.progress_every = progress_every
+        self.strategy = strategy  # data-parallel: this process trains on its rows of each batch
+        self.stops_mid_epoch = stops_mid_epoch  # a callback may stop it after any step
         # per-sample sum: mean losses are weighted by their batch size
         self.weight_by_size = getattr(model.loss, "reduction", "mean") == "mean"
         self.step_losses: list[Array] = []
@@ -530,6 +537,17 @@ class _Epoch:
                 return i
         return None
 
+    def _data_parallel_step(self, step: int, xb: Array, yb: Array) -> tuple[Any, Array]:
+        """This process's rows of the global batch (xb, yb) through one data-parallel step."""
+        strategy = self.strategy
+        strategy.step = step
+        x_r, y_r, weight = strategy.shard(xb, yb)
+        if not self.weight_by_size:  # a summed loss: the global gradient is the plain sum
+            weight = 1.0
+        loss = self.model.engine.data_parallel_step(x_r, y_r, strategy, weight, xb.shape[0],
+                                                    augment=self.augment)
+        return loss, x_r
+
     def run(self, chain: CallbackList, state: TrainingState) -> dict[str, float]:
         """Train on every batch; returns {"loss", "time", "samples_per_second"}."""
         start = time.perf_counter()
@@ -537,39 +555,54 @@ class _Epoch:
         self._first_bad = None
         total, seen = None, 0
         steps = len(self.batches)
+        strategy = self.strategy
         for step, (xb, yb) in enumerate(self.batches):
-            loss = self.model.train_step(xb, yb) if self.augment is None else \
-                self.model.train_step(xb, yb, augment=self.augment)
+            if strategy is None:
+                loss = self.model.train_step(xb, yb) if self.augment is None else \
+                    self.model.train_step(xb, yb, augment=self.augment)
+            else:
+                loss, xb = self._data_parallel_step(step, xb, yb)
             size = xb.shape[0]
             seen += size
-            contribution = loss * float(size) if self.weight_by_size else loss
-            total = contribution if total is None else total + contribution
-            self.step_losses.append(loss)
+            if loss is not None:  # None: this process had no rows in the batch
+                contribution = loss * float(size) if self.weight_by_size else loss
+                total = contribution if total is None else total + contribution
+                self.step_losses.append(loss)
             state.step = step
             batch_logs: dict[str, Any] = {"size": size}
             every = self.progress_every
             if every and (step + 1) % every == 0 and step + 1 < steps:
                 batch_logs["loss"] = float(total) / seen  # a read every progress_every steps
             chain.on_batch_end(step, batch_logs)
+            if strategy is not None and self.stops_mid_epoch:  # every process stops here, or
+                state.stop = strategy.any(state.stop, f"the stop decision of "  # none does
+                                                      f"{strategy.where()}")
             if state.stop:
                 break
-        loss = float(total) / seen  # the once-per-epoch read (it also waits for the device)
+        if strategy is None:
+            loss = float(total) / seen  # the once-per-epoch read (it also waits for the device)
+        else:  # the sums of every process, in one all-reduce
+            total, seen = strategy.reduce_sums([0.0 if total is None else total, seen],
+                                               like=self.batches.arrays[0])
+            loss = total / seen
         elapsed = time.perf_counter() - start
         return {"loss": loss, "time": elapsed,
                 "samples_per_second": seen / elapsed if elapsed > 0 else math.inf}
 
 
 def _validate(model: Any, data: _FitData, metric_list: list, train_metrics: bool,
-              eval_batch_size: int | None) -> dict[str, float]:
+              eval_batch_size: int | None,
+              strategy: DataParallel | None = None) -> dict[str, float]:
     """Step 3: metrics on the training data (if asked) and loss + metrics on the validation
     data, in evaluation mode."""
     logs: dict[str, float] = {}
     model.train(False)
     if train_metrics and metric_list:
         logs.update(_evaluate_on_device(model, data.x, data.y, metric_list, eval_batch_size,
-                                        include_loss=False))
+                                        include_loss=False, strategy=strategy))
     if data.x_val is not None:
-        val = _evaluate_on_device(model, data.x_val, data.y_val, metric_list, eval_batch_size)
+        val = _evaluate_on_device(model, data.x_val, data.y_val, metric_list, eval_batch_size,
+                                  strategy=strategy)
         logs.update({f"val_{k}": v for k, v in val.items()})
     model.train(True)
     return logs
@@ -677,7 +710,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         initial_epoch: int = 0, augment: Callable[[Array], Array] | None = None,
         progress_every: int | None = None, eval_batch_size: int | None = DEFAULT_EVAL_BATCH,
         check_inputs: bool = True, jit_compile: Any = None,
-        on_nonfinite: str = "restore") -> History:
+        on_nonfinite: str = "restore", distributed: Any = False) -> History:
     """Train ``model`` on (x, y) for ``epochs`` epochs of mini-batch steps.
 
     The loop, in named steps: check the arguments; prepare the data (onto the device once,
@@ -728,6 +761,10 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             ``history.stop_reason`` is then "nonfinite_loss" (unless a callback, e.g.
             TerminateOnNaN, stopped first) and ``model.epoch`` counts the epochs behind the
             weights the model holds.
+        distributed: True (or a :class:`portanet.distributed.DataParallel`) trains on every
+            process of an ``mpiexec -n N`` or ``torchrun --nproc-per-node N`` launch: each
+            takes its rows of every ``batch_size`` batch and the gradients are averaged (see
+            :mod:`portanet.distributed.parallel`). In one process it changes nothing.
 
     Returns:
         A :class:`History`: ``history.history["loss"]`` etc., one float per epoch (a diverged
@@ -736,9 +773,40 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     """
     _check_fit_arguments(model, epochs, initial_epoch, batch_size, verbose, progress_every,
                          validation_split, on_nonfinite)
+    strategy = data_parallel(distributed)
+    if strategy is None:
+        return _fit(model, x, y, epochs, batch_size, shuffle, validation_split, validation_data,
+                    callbacks, verbose, metrics, train_metrics, seed, initial_epoch, augment,
+                    progress_every, eval_batch_size, check_inputs, jit_compile, on_nonfinite)
+    with strategy.comm.stop_all_on_error():  # one process failing stops all of them
+        return _fit(model, x, y, epochs, batch_size, shuffle, validation_split, validation_data,
+                    callbacks, verbose, metrics, train_metrics, seed, initial_epoch, augment,
+                    progress_every, eval_batch_size, check_inputs, jit_compile, on_nonfinite,
+                    strategy)
+
+
+def _fit(model: Any, x: Any, y: Any, epochs: int, batch_size: int, shuffle: bool | str,
+         validation_split: float, validation_data: Any, callbacks: Any, verbose: int,
+         metrics: Any, train_metrics: bool, seed: int | None, initial_epoch: int, augment: Any,
+         progress_every: int | None, eval_batch_size: int | None, check_inputs: bool,
+         jit_compile: Any, on_nonfinite: str,
+         strategy: DataParallel | None = None) -> History:
+    """:func:`fit`'s loop, after the argument checks (``strategy``: data-parallel or None)."""
+    seed_given = seed is not None
     seed = _continue_random(model, seed, initial_epoch, augment)
+    if strategy is not None:  # rank 0's seed where none was given (shuffles, splits)
+        seed = strategy.shared_seed(seed, seed_given)
+        model.fit_random["seed"] = seed
+        verbose = verbose if strategy.is_chief else 0  # rank 0 alone prints
+        callbacks = [cb for cb in callbacks or [] if strategy.is_chief or not cb.chief_only]
     metric_list = _metric_list(metrics)
     data = _prepare_data(model, x, y, validation_data, validation_split, seed, check_inputs)
+    if strategy is not None:
+        strategy.check(model, seed, {"epochs": epochs, "batch_size": batch_size,
+                                     "shuffle": shuffle, "initial_epoch": initial_epoch,
+                                     "validation_split": validation_split,
+                                     "metrics": [m.name for m in metric_list]}, data.x)
+        strategy.share_state(model, StateLayout(model))
 
     # every epoch's order is a function of (seed, epoch), in each shuffle mode: a resumed run
     # shuffles as if it had never stopped
@@ -746,7 +814,8 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
                             start_epoch=initial_epoch)
     if progress_every is None and verbose == 1:
         progress_every = _auto_progress_every(len(batches))
-    epoch_run = _Epoch(model, batches, augment, progress_every)
+    epoch_run = _Epoch(model, batches, augment, progress_every, strategy,
+                       strategy is not None and _stops_mid_epoch(callbacks))
 
     history = History()
     progress = ProgressBar(verbose) if verbose else None
@@ -765,14 +834,18 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     with _jit_compile_for_this_call(model, jit_compile):
         for epoch in range(initial_epoch, epochs):
             state.epoch = epoch
+            if strategy is not None:
+                strategy.begin_epoch(model, seed, epoch, augment)
             chain.on_epoch_begin(epoch, {})
             lr = current_learning_rate(model.optimizer)
             ran = epoch_run.run(chain, state)
             logs: dict[str, Any] = {"loss": ran["loss"]}
             finite = math.isfinite(ran["loss"])
+            if strategy is not None:  # BatchNorm statistics: rank 0's, everywhere
+                strategy.share_buffers(model)
             if finite:
                 logs.update(_validate(model, data, metric_list, train_metrics,
-                                      eval_batch_size))
+                                      eval_batch_size, strategy))
             else:  # NaN weights score nothing: the epoch still logs every key, as NaN
                 logs.update(dict.fromkeys(_scored_keys(keys), math.nan))
             logs.update(lr=lr, time=ran["time"], samples_per_second=ran["samples_per_second"])
@@ -781,6 +854,8 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
                 guard.diverged(epoch, ran["loss"], epoch_run.nonfinite_step(), lr)
             elif epoch + 1 < epochs and not state.stop:
                 guard.keep(epoch + 1)
+            if strategy is not None:
+                strategy.agree_to_stop(state)
             if state.stop:
                 break
     model.train(False)
@@ -788,6 +863,13 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     model.epoch = guard.kept_epoch if guard.restored else \
         state.epoch + 1 if epochs > initial_epoch else initial_epoch
     return history
+
+
+def _stops_mid_epoch(callbacks: Sequence[Callback] | None) -> bool:
+    """Whether a callback may stop training after a step (it has its own ``on_batch_end``):
+    data-parallel processes must then agree after every step, not only after each epoch."""
+    return any(isinstance(cb, Callback) and type(cb).on_batch_end is not Callback.on_batch_end
+               for cb in callbacks or [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,10 +892,18 @@ class CrossValidationResult:
         return self.summary()
 
 
+def _pstdev(values: list[float]) -> float:
+    """Population standard deviation; NaN when a fold's score is NaN or Inf (a diverged fold):
+    ``statistics.pstdev`` computes exactly with fractions and raises on NaN/Inf instead."""
+    if not all(math.isfinite(v) for v in values):
+        return math.nan
+    return statistics.pstdev(values)
+
+
 def cross_validate(build_model: Callable[[], Any], x: Any, y: Any, k: int = 5,
                    metrics: Any = ("accuracy",), stratify: bool = True, seed: int = 0,
                    epochs: int = 10, batch_size: int = 32, verbose: int = 0,
-                   **fit_kwargs: Any) -> CrossValidationResult:
+                   fold_seed: int | None = None, **fit_kwargs: Any) -> CrossValidationResult:
     """k-fold cross-validation: train a fresh model on k-1 folds, score it on the held-out one.
 
     Args:
@@ -823,6 +913,9 @@ def cross_validate(build_model: Callable[[], Any], x: Any, y: Any, k: int = 5,
         metrics: scores computed on each held-out fold (the loss is always included).
         stratify: keep class proportions in every fold (``y`` holds class labels).
         seed: seed of the fold assignment and of each fold's training shuffles.
+        fold_seed: seed of the fold assignment alone (None: ``seed``), so that runs with
+            different training seeds (the trials of a ``pn.tuning`` search) score on the
+            same folds.
         epochs, batch_size, verbose, **fit_kwargs: passed to :func:`fit`.
 
     Returns:
@@ -837,8 +930,9 @@ def cross_validate(build_model: Callable[[], Any], x: Any, y: Any, k: int = 5,
     n = _check_pair(xd, yd, "cross_validate")
     labels = host_labels(yd) if stratify else None
     folds = []
+    folds_from = seed if fold_seed is None else fold_seed
     for i, (train, test) in enumerate(kfold_indices(n, k, labels=labels, shuffle=True,
-                                                    seed=seed)):
+                                                    seed=folds_from)):
         model = probe if i == 0 else build_model()
         x_tr, y_tr = take_rows(xd, train), take_rows(yd, train)
         x_te, y_te = take_rows(xd, test), take_rows(yd, test)
@@ -850,5 +944,5 @@ def cross_validate(build_model: Callable[[], Any], x: Any, y: Any, k: int = 5,
             print(f"fold {i + 1}/{k}: " + "  ".join(f"{m} {v:.4f}" for m, v in scores.items()))
     keys = list(folds[0])
     mean = {m: statistics.fmean(f[m] for f in folds) for m in keys}
-    std = {m: statistics.pstdev(f[m] for f in folds) for m in keys}
+    std = {m: _pstdev([f[m] for f in folds]) for m in keys}
     return CrossValidationResult(folds, mean, std)

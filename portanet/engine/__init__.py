@@ -15,8 +15,8 @@ on ``Sequential``, ``compile`` and ``fit`` chooses the executor.
 from .engine import Engine
 from .executors import Compiled, Eager, check_jit_compile, resolve
 from .state import StateLayout, TrainState, bound
-from .step import make_forward, make_loss_and_gradients, make_train_step
+from .step import make_apply_gradients, make_forward, make_loss_and_gradients, make_train_step
 
 __all__ = ["Compiled", "Eager", "Engine", "StateLayout", "TrainState", "bound",
-           "check_jit_compile", "make_forward", "make_loss_and_gradients", "make_train_step",
-           "resolve"]
+           "check_jit_compile", "make_apply_gradients", "make_forward", "make_loss_and_gradients",
+           "make_train_step", "resolve"]

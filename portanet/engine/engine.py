@@ -28,9 +28,10 @@ import array_api_compat as compat
 from .._typing import Array
 from ..backend import adapter_of
 from ..layers.base import Layer
+from ..replicas import across
 from .executors import Compiled, Eager, check_jit_compile, resolve
 from .state import StateLayout, TrainState
-from .step import make_forward, make_train_step
+from .step import make_apply_gradients, make_forward, make_loss_and_gradients, make_train_step
 
 __all__ = ["Engine"]
 
@@ -59,8 +60,8 @@ class Engine:
         """Forget the compiled functions and their counters (after the model's structure,
         backend, loss or optimizer changed)."""
         self._layout: StateLayout | None = None
-        self._steps: dict[int, Any] = {}  # id(augment) (0: none) -> executor (which keeps the
-        # augment itself alive, so its id cannot be reused by another object)
+        self._steps: dict[Any, Any] = {}  # (kind, id(augment) or 0) -> executor (which keeps
+        # the augment itself alive, so its id cannot be reused by another object)
         self._forward = None
         self._produced: TrainState | None = None
         self._frozen_at = Layer.trainable_version
@@ -95,8 +96,9 @@ class Engine:
     def compile_seconds(self) -> float:
         return sum(e.compile_seconds for e in self._executors())
 
-    def _make(self, fn: Callable, donate: tuple[int, ...], varying: tuple[int, ...]):
-        if not self.compiled:
+    def _make(self, fn: Callable, donate: tuple[int, ...], varying: tuple[int, ...],
+              compiled: bool | None = None):
+        if not (self.compiled if compiled is None else compiled):
             return Eager(fn)
         adapter = self._adapter()
         device = self.model.backend.device
@@ -117,37 +119,109 @@ class Engine:
         ``augment``: a ``pn.data.Augment`` runs inside the step (its keys threaded through a
         compiled step); any other callable runs on the batch before the step.
         """
-        model = self.model
-        optimizer = model.optimizer
+        x, threaded = self._augmented(x, augment)
+        run = self._run(threaded, "step", lambda layout: self._make(
+            make_train_step(self.model, layout, threaded, traced=self.compiled),
+            donate=(0,), varying=(1, 2)))  # (state, x, y, scalars)
+        optimizer = self.model.optimizer
+        state = self._state(run)
+        loss, (params, slots, buffers, rng) = run(state.arrays(), x, y,
+                                                  optimizer.scalars(state.opt.step))
+        self._finish(run, state, params, slots, buffers, rng)
+        return loss
+
+    def data_parallel_step(self, x: Array, y: Array, strategy: Any, weight: float,
+                           global_rows: int, augment: Any = None) -> Array:
+        """One step of data-parallel training on this process's rows (x, y) of the global
+        batch (``global_rows`` rows, ``weight`` = this process's share of them).
+
+        The step in two halves with the gradient average between them::
+
+            loss, g_r, buffers, rng = loss_and_gradients(state, x_r, y_r)   (compiled or eager)
+            g = strategy.average_gradients(g_r, w_r)                       one all-reduce
+            params, slots = apply_gradients(params, slots, g, scalars)     (compiled or eager)
+
+        A process with no rows in this batch (the last batch of an epoch, smaller than the
+        number of processes) adds zeros. Returns the loss of this process's rows.
+        """
+        x, threaded = self._augmented(x, augment)
+        model, optimizer = self.model, self.model.optimizer
+        compiled = self._compiles_across_processes()
+        run = self._run(threaded, "gradients", lambda layout: self._make(
+            make_loss_and_gradients(model, layout, threaded, traced=compiled),
+            donate=(), varying=(1, 2), compiled=compiled))  # (state, x, y)
+        apply = self._steps.get(("apply", 0))
+        if apply is None:
+            apply = self._steps[("apply", 0)] = self._make(
+                make_apply_gradients(model, traced=compiled), donate=(0, 1),
+                varying=(), compiled=compiled)  # (params, slots, grads, scalars)
+        state = self._state(run)
+        if x.shape[0] == 0:
+            xp = compat.array_namespace(next(iter(state.params.values())))
+            params = state.params
+            grads = {name: xp.zeros_like(params[name]) for name in run.layout.trainable}
+            loss, buffers, rng = None, state.buffers, state.rng
+        else:
+            with across(strategy.replicas(weight, global_rows)):
+                loss, grads, buffers, rng = run(state.arrays(), x, y)
+        grads = strategy.average_gradients(grads, weight)
+        params, slots = apply(state.params, state.opt.slots, grads,
+                              optimizer.scalars(state.opt.step))
+        self._finish(run, state, params, slots, buffers, rng)
+        return loss
+
+    def _compiles_across_processes(self) -> bool:
+        """Whether the halves of a data-parallel step compile: not when a layer talks to the
+        other processes inside the forward pass (a synchronized BatchNorm's all-reduces are
+        host calls that a compiler cannot trace)."""
+        talking = [name for name, leaf in self.model.named_leaves()
+                   if getattr(leaf, "synchronized", False)]
+        if not talking:
+            return self.compiled
+        if self.jit_compile is True and self._adapter().compiler is not None:
+            raise ValueError(
+                f"jit_compile=True, but {talking[0]!r} is a BatchNorm with synchronized=True, "
+                "whose all-reduces inside the forward pass cannot be compiled. Use "
+                "jit_compile='auto' or False (the step runs eagerly), or synchronized=False.")
+        return False
+
+    def _augmented(self, x: Array, augment: Any) -> tuple[Array, Any]:
+        """``augment`` applied now (a plain function) or threaded into the step (an Augment)."""
         if self._frozen_at != Layer.trainable_version:  # another set of parameters trains
             self.reset()
         threaded = augment if _is_augment(augment) else None
         if augment is not None and threaded is None:
             x = augment(x)
-        key = 0 if threaded is None else id(threaded)
+        if threaded is not None:
+            threaded.ensure_generator(adapter_of(x).name, self.model.backend.device)
+        return x, threaded
+
+    def _run(self, threaded: Any, kind: str, make: Callable) -> Any:
+        """The executor of ``kind`` for this augment (made once, with its state layout)."""
+        key = (kind, 0 if threaded is None else id(threaded))
         run = self._steps.get(key)
         if run is not None and run.augment is not threaded:
             run = None
-        if threaded is not None:
-            threaded.ensure_generator(adapter_of(x).name, model.backend.device)
         if run is None:
-            layout = StateLayout(model, {"augment": threaded.generator} if threaded else None)
-            fn = make_train_step(model, layout, threaded, traced=self.compiled)
-            run = self._make(fn, donate=(0,), varying=(1, 2))  # (state, x, y, scalars)
+            layout = StateLayout(self.model,
+                                 {"augment": threaded.generator} if threaded else None)
+            run = make(layout)
             run.layout, run.augment = layout, threaded
             self._steps[key] = run
-        layout = run.layout
-        state = layout.gather(optimizer)
-        if run.compiled:
-            state = self._owned(state)
-        loss, (params, slots, buffers, rng) = run(state.arrays(), x, y,
-                                                  optimizer.scalars(state.opt.step))
+        return run
+
+    def _state(self, run: Any) -> TrainState:
+        state = run.layout.gather(self.model.optimizer)
+        return self._owned(state) if run.compiled else state
+
+    def _finish(self, run: Any, state: TrainState, params: dict, slots: dict, buffers: dict,
+                rng: dict) -> None:
+        """The step's new arrays become the model's."""
         new = TrainState(params, state.opt._replace(step=state.opt.step + 1, slots=slots),
                          buffers, rng)
-        layout.scatter(new, optimizer)
+        run.layout.scatter(new, self.model.optimizer)
         if run.compiled:
             self._produced = new
-        return loss
 
     def _owned(self, state: TrainState) -> TrainState:
         """``state`` with every array the engine did not produce replaced by a copy (donation

@@ -2,9 +2,9 @@
 
 ::
 
-    loss, grads, buffers, rng = loss_and_gradients(arrays, x, y)      forward, loss, backward
-    params, slots            = apply_gradients(arrays, grads, scalars)  the optimizer's update
-    train_step = the two in a row:  (arrays, x, y, scalars) -> (loss, new arrays)
+    loss, grads, buffers, rng = loss_and_gradients(arrays, x, y)    forward, loss, backward
+    params, slots = apply_gradients(params, slots, grads, scalars)   the optimizer's update
+    train_step = the two in a row: (arrays, x, y, scalars) -> (loss, new arrays)
 
 ``arrays`` is :meth:`TrainState.arrays`: (params, slots, buffers, rng), dicts of arrays and
 nothing else. ``scalars`` are the optimizer's host floats for this update (the learning rate,
@@ -12,7 +12,8 @@ bias corrections: :meth:`Optimizer.scalars`), arguments rather than constants so
 compiled step is compiled once. The functions read no array value on the host and mutate
 nothing that outlives them (the model's layers are borrowed through :meth:`StateLayout.bound`
 and given back), so ``jax.jit`` can trace them and every executor runs the same code. Between
-the two halves a data-parallel step will average the gradients across processes.
+the two halves a data-parallel step averages the gradients across processes
+(:mod:`portanet.distributed`).
 
 Examples:
     >>> import numpy as np, portanet as pn
@@ -36,7 +37,7 @@ from .._typing import Array
 from ..optimizers.base import OptState
 from .state import StateLayout, TrainState
 
-__all__ = ["make_forward", "make_loss_and_gradients", "make_train_step"]
+__all__ = ["make_apply_gradients", "make_forward", "make_loss_and_gradients", "make_train_step"]
 
 Arrays = tuple[dict, dict, dict, dict]
 
@@ -64,25 +65,38 @@ def make_loss_and_gradients(model: Any, layout: StateLayout,
     return loss_and_gradients
 
 
+def make_apply_gradients(model: Any, traced: bool = True) -> Callable:
+    """``(params, slots, grads, scalars) -> (params, slots)``: ``model.optimizer``'s update.
+
+    ``traced=False`` (eager) updates writeable arrays in place (the optimizer's ``inplace``
+    capability, bit-identical to the pure form); under a compiler every array is a value.
+    """
+    inplace = None if not traced else False
+    optimizer = model.optimizer
+
+    def apply_gradients(params: dict, slots: dict, grads: dict, scalars: dict[str, Any]):
+        # the step count is host data: scalars already hold what it determines
+        params, opt = optimizer.update(grads, OptState(0, slots), params, scalars, inplace)
+        return params, opt.slots
+
+    return apply_gradients
+
+
 def make_train_step(model: Any, layout: StateLayout,
                     augment: Callable[[Array], Array] | None = None,
                     traced: bool = True) -> Callable:
     """``(arrays, x, y, scalars) -> (loss, new arrays)``: one step of ``model.optimizer``.
 
-    ``traced=False`` is the eager executor's: writeable arrays are updated in place (the
-    optimizer's ``inplace`` capability, bit-identical to the pure form), and the gradients stay
-    in the layers. Under a compiler every array is a value, updated by rebinding.
+    ``traced=False`` is the eager executor's: writeable arrays are updated in place and the
+    gradients stay in the layers. Under a compiler every array is a value, updated by rebinding.
     """
     loss_and_gradients = make_loss_and_gradients(model, layout, augment, traced)
-    inplace = None if not traced else False
-    optimizer = model.optimizer
+    apply_gradients = make_apply_gradients(model, traced)
 
     def train_step(arrays: Arrays, x: Array, y: Array, scalars: dict[str, Any]):
         loss, grads, buffers, rng = loss_and_gradients(arrays, x, y)
-        params, slots = arrays[0], arrays[1]
-        # the step count is host data: scalars already hold what it determines
-        params, opt = optimizer.update(grads, OptState(0, slots), params, scalars, inplace)
-        return loss, (params, opt.slots, buffers, rng)
+        params, slots = apply_gradients(arrays[0], arrays[1], grads, scalars)
+        return loss, (params, slots, buffers, rng)
 
     return train_step
 

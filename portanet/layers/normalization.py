@@ -14,6 +14,17 @@ Backward, given dy (the derivation: mu and var depend on every x in the group)::
 
 The two means remove the components of g along the directions that normalizing cannot change
 (a constant shift, and a scaling of x - mu).
+
+Synchronized BatchNorm (data-parallel training, ``synchronized=True``): the group is the
+global batch spread over the replicas, so every sum above becomes a sum over replicas too.
+Replica r, with its share w_r = n_r / N of the batch, sums per-channel vectors with the others::
+
+    mu = sum_r sum_i x / M,        var = sum_r sum_i (x - mu)^2 / M      M values per channel
+    mean(g) = sum_r w_r sum_i g / (M w_r),  the same for mean(g * x_hat)
+
+(its upstream gradient g is that of its own mean loss, 1/w_r times the global one's, hence the
+weights; see :mod:`portanet.replicas`). The result equals one process running the
+whole global batch.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from typing import Any
 import array_api_compat as compat
 
 from .. import initializers
+from .. import replicas as replicas_module
 from .._typing import Array, Shape
 from .base import Layer, _positive_int, register
 
@@ -59,6 +71,11 @@ class BatchNorm(Layer):
             convention; Keras' ``momentum=0.99`` is ``1 - momentum`` here).
         eps: added to the variance for stability (default 1e-5).
         affine: learn gamma and beta (default True); else y = x_hat.
+        synchronized: in data-parallel training (``fit(..., distributed=True)`` on several
+            processes), normalize with the statistics of the global batch, summed over the
+            processes (three small all-reduces per layer and step; the step then runs
+            eagerly). Default False: each process uses its own slice's statistics, as
+            PyTorch's BatchNorm under DDP does. In one process both are the same.
 
     Shapes: (N, C) or (N, C, H, W), output the same. Parameters "gamma", "beta" (C,);
     buffers "running_mean" (C,), "running_var" (C,).
@@ -72,9 +89,13 @@ class BatchNorm(Layer):
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
-                 affine: bool = True, name: str | None = None):
+                 affine: bool = True, synchronized: bool = False, name: str | None = None):
         super().__init__(name)
         self.num_features = _positive_int(num_features, "num_features", "BatchNorm")
+        if not isinstance(synchronized, bool):
+            raise ValueError(f"BatchNorm synchronized must be True or False, received "
+                             f"{synchronized!r}.")
+        self.synchronized = synchronized
         self.momentum = _check_factor(momentum, "momentum", "BatchNorm", 0.0, 1.0)
         self.eps = _check_factor(eps, "eps", "BatchNorm", 0.0, math.inf)
         self.affine = bool(affine)
@@ -115,15 +136,18 @@ class BatchNorm(Layer):
         gamma = xp.reshape(self.parameters["gamma"], view) if self.affine else None
         beta = xp.reshape(self.parameters["beta"], view) if self.affine else None
 
+        replicas = replicas_module.current() if training and self.synchronized else None
         if training:
             m = math.prod(x.shape[a] for a in axes)
+            if replicas is not None:  # the values of the global batch, over every replica
+                m = replicas.global_rows * (m // x.shape[0] if x.shape[0] else 0)
             if m < 2:
                 raise ValueError(f"BatchNorm in training needs more than one value per channel "
                                  f"to estimate a variance, received shape {tuple(x.shape)}. "
                                  "Use a larger batch, or eval() mode.")
-            mu = xp.mean(x, axis=axes, keepdims=True)
+            mu = self._mean(xp, x, axes, m, replicas, "BatchNorm's mean")
             xc = x - mu
-            var = xp.mean(xc * xc, axis=axes, keepdims=True)
+            var = self._mean(xp, xc * xc, axes, m, replicas, "BatchNorm's variance")
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             x_hat = xc * inv_std
             mom = self.momentum
@@ -143,15 +167,37 @@ class BatchNorm(Layer):
             g = dy if gamma is None else dy * gamma
             if not training:  # fixed statistics: a plain affine map
                 return g * inv_std
-            g_mean = xp.mean(g, axis=axes, keepdims=True)
-            gx_mean = xp.mean(g * x_hat, axis=axes, keepdims=True)
+            if replicas is None:
+                g_mean = xp.mean(g, axis=axes, keepdims=True)
+                gx_mean = xp.mean(g * x_hat, axis=axes, keepdims=True)
+            else:  # one all-reduce for both means; the weights make them the global loss's
+                w = replicas.weight
+                both = replicas.sum(w * xp.concat([xp.sum(g, axis=axes),
+                                                   xp.sum(g * x_hat, axis=axes)]),
+                                    "BatchNorm's backward means")
+                scale = 1.0 / (m * w)
+                g_mean = xp.reshape(both[:self.num_features] * scale, view)
+                gx_mean = xp.reshape(both[self.num_features:] * scale, view)
             return (g - g_mean - x_hat * gx_mean) * inv_std
 
         return y, backprop
 
+    def _mean(self, xp: Any, a: Array, axes: tuple[int, ...], m: int, replicas: Any,
+              what: str) -> Array:
+        """Per-channel mean of ``a`` over ``axes`` (kept as size-1 axes), over the m values of
+        this batch, or of the global batch when ``replicas`` sum with the other processes."""
+        if replicas is None:
+            return xp.mean(a, axis=axes, keepdims=True)
+        total = replicas.sum(xp.sum(a, axis=axes), what)
+        view = (self.num_features,) if a.ndim == 2 else (self.num_features, 1, 1)
+        return xp.reshape(total / float(m), view)
+
     def get_config(self) -> dict:
-        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps,
-                "affine": self.affine, "name": self.name}
+        config = {"num_features": self.num_features, "momentum": self.momentum,
+                  "eps": self.eps, "affine": self.affine, "name": self.name}
+        if self.synchronized:  # written only when set: older files and configs stay the same
+            config["synchronized"] = True
+        return config
 
 
 @register
