@@ -10,6 +10,7 @@ from . import (
     callbacks,
     clipping,
     data,
+    distributed,
     engine,
     initializers,
     io,
@@ -22,6 +23,7 @@ from . import (
     regularizers,
     schedules,
     training,
+    tuning,
 )
 from ._version import __version__
 from .backend import Backend, available_backends, get_backend, set_backend, use_backend
@@ -47,6 +49,7 @@ __all__ = [
     "clipping",
     "data",
     "device_of",
+    "distributed",
     "engine",
     "explain",
     "get_backend",
@@ -69,5 +72,6 @@ __all__ = [
     "to_backend",
     "to_numpy",
     "training",
+    "tuning",
     "use_backend",
 ]

@@ -16,20 +16,26 @@ FLOORS = {
     "_typing": 1, "_version": 1, "_config": 1, "errors": 1, "backend": 1, "backends": 1,
     "registry": 1,  # names and configs -> objects, for every kind (standard library only)
     "devices": 2, "random": 2, "ops": 2, "fused": 2,
+    "replicas": 2,  # the processes of a data-parallel step, as a layer sees them (a ContextVar)
+    # the transports (MPI, torch.distributed, NCCL): arrays in, arrays out, like devices.py
+    "distributed.comm": 2, "distributed.mpi": 2, "distributed.torch_dist": 2,
+    "distributed.nccl": 2,
     "activations": 3, "losses_targets": 3, "losses": 3, "initializers": 3, "regularizers": 3,
     "layers": 4, "optimizers": 4, "clipping": 4, "schedules": 4,
     "metrics": 5.0, "data": 5.1,
     "io.format": 5.2, "io.saving": 5.21, "io": 5.22,  # the file, then models in and out of it
     "callbacks": 5.3, "engine": 5.4,
+    "distributed": 5.45,  # DataParallel: fit's data-parallel steps, on the engine
     "training": 5.5,
     "lr_finder": 5.52,  # a short training loop (the learning-rate range test), on train_step
     "plotting": 5.55,  # the summary rows and the picture, under model.py (Sequential.plot)
     "model": 5.6,
+    "tuning": 5.62,  # sweeps on fit/cross_validate; ``import portanet`` re-exports it
     # A tool users run (DESIGN.md's top floor), but ``import portanet`` re-exports it
     # (pn.gradcheck), so it sits just below the package: it may use floors 1-5, never the tools.
     "gradcheck": 5.65,
     "explain": 5.65,  # the same for pn.explain, the traced training step
-    "bench": 6, "parity": 6, "sequence_tasks": 6, "cli": 6, "__main__": 6,
+    "bench": 6, "bench_distributed": 6, "parity": 6, "sequence_tasks": 6, "cli": 6, "__main__": 6,
 }
 PACKAGE = 5.7  # ``import portanet`` brings floors 1-5 (its __init__ re-exports up to model)
 
