@@ -773,7 +773,8 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     """
     _check_fit_arguments(model, epochs, initial_epoch, batch_size, verbose, progress_every,
                          validation_split, on_nonfinite)
-    strategy = data_parallel(distributed)
+    strategy = data_parallel(distributed, getattr(getattr(model, "backend", None), "device",
+                                                  None))
     if strategy is None:
         return _fit(model, x, y, epochs, batch_size, shuffle, validation_split, validation_data,
                     callbacks, verbose, metrics, train_metrics, seed, initial_epoch, augment,

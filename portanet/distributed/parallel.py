@@ -273,9 +273,10 @@ class DataParallel:
         return out
 
 
-def data_parallel(distributed: Any) -> DataParallel | None:
+def data_parallel(distributed: Any, device: Any = None) -> DataParallel | None:
     """``fit``'s ``distributed`` argument as a strategy, or None when training in one process
-    (False, None, or True outside a launcher)."""
+    (False, None, or True outside a launcher). ``device`` is the model's (a CUDA device makes
+    torch.distributed use NCCL, and picks the GPU of CuPy's NCCL)."""
     if distributed is None or distributed is False:
         return None
     if distributed is True:
@@ -287,7 +288,7 @@ def data_parallel(distributed: Any) -> DataParallel | None:
     else:
         raise TypeError("distributed must be True, False, a pn.distributed.DataParallel or a "
                         f"Communicator, received {type(distributed).__name__}.")
-    return strategy if strategy.size > 1 else None
+    return strategy if strategy.communicator_for(device).size > 1 else None
 
 
 _NAMES = {"model": "the model (layers, loss or optimizer)", "seed": "the seed",
