@@ -8,7 +8,9 @@ the processes of a real launch (``mpiexec -n N``, started by the driver), next t
   throughput = global batch / step time;
 * **the all-reduce's floor**: the bytes a ring all-reduce moves per process,
   2 (N - 1) / N * S for a bucket of S bytes, over the bandwidth measured between the same
-  processes (a large all-reduce, timed apart). No all-reduce of S bytes can be faster.
+  processes by the best of ten all-reduces of S bytes alone, every rank starting together.
+  In a step the all-reduce also waits for the slower rank; the ratio to the floor says how
+  much that costs.
 
 Fairness, as in :mod:`portanet.bench`: each process pins its BLAS threads (``--threads``,
 default 1 per process, so N processes use N cores), every round waits for the updated
@@ -111,7 +113,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any] | None:
 
     timing = bench.time_calls(step, sync, min_time=job["min_time"])
     comm_timed = comm_times[-len(timing.seconds):]
-    bandwidth = _bandwidth(comm, job["dtype"])
+    bandwidth = _bandwidth(comm, job["dtype"], bucket)
     moved = 2 * (size - 1) / size * bucket
     # every rank runs the same rounds; rank 0's medians are the report
     if comm.rank != 0:
@@ -139,22 +141,24 @@ def _plain(net: Any, x: Any, y: Any):
     return loss, net.parameters()
 
 
-def _bandwidth(comm: Communicator, dtype: str, megabytes: int = 64) -> float:
-    """Bytes per second a process moves in a large all-reduce (the ring's 2 (N-1)/N * S)."""
+def _bandwidth(comm: Communicator, dtype: str, nbytes: int, rounds: int = 10) -> float:
+    """Bytes per second a process moves in an all-reduce of ``nbytes`` (the ring's
+    2 (N-1)/N * S) on its own: the best of ``rounds``, every rank starting together, so no
+    wait for a slower rank is in it. The same size as the step's bucket: a larger probe would
+    measure memory, not the transport (a 2.7 MB bucket stays in cache, 64 MB does not)."""
     import numpy as np
 
-    n = megabytes * 2**20 // np.dtype(dtype).itemsize
-    buffer = np.ones(n, dtype=dtype)
+    buffer = np.ones(max(1, nbytes // np.dtype(dtype).itemsize), dtype=dtype)
     comm.allreduce_sum(buffer.copy(), "the bandwidth probe")  # warm-up
-    rounds = []
-    for _ in range(3):
+    times = []
+    for _ in range(rounds):
         fresh = buffer.copy()  # the all-reduce works in place: a new input, copied untimed
         comm.barrier("the bandwidth probe")  # start together: no rank's lateness is timed
         t0 = time.perf_counter()
         comm.allreduce_sum(fresh, "the bandwidth probe")
-        rounds.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     moved = 2 * (comm.size - 1) / comm.size * buffer.nbytes
-    return moved / min(rounds)
+    return moved / min(times)
 
 
 def run(processes: list[int], model: str, backend: str, device: str | None, dtype: str,
