@@ -44,6 +44,99 @@ if _installed("torch"):
     torch.set_num_threads(1)
 
 
+# -- JAX in the test session -----------------------------------------------------------------
+# Eager JAX compiles every primitive once per new shape, dtype and static argument: about 87% of
+# JAX's time in this suite went to XLA (tracing, lowering to MLIR, compiling), ~5,700
+# compilations of one or a few ops each. These settings make those compilations cheaper. They
+# are the test session's, not portanet's: users and benchmarks/ keep JAX's defaults.
+# PORTANET_TEST_JAX_DEFAULTS=1 turns off the two that change XLA's code generation (kept: the
+# cache, which never changes a result), to run the suite exactly as users compile.
+_XLA_TEST_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# XLA aborts the whole process on an XLA_FLAGS entry it does not know, and it is retiring the
+# CPU emitters this flag selects: add a jaxlib series here only after checking the flag in it.
+_XLA_TEST_FLAG_JAXLIB = ("0.10.",)
+_JAX_CONFIG_TYPES = {  # the settings above that jax.config holds, and their types
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": float,
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": int,
+    "JAX_COMPILATION_CACHE_DIR": str,
+    "JAX_DISABLE_MOST_OPTIMIZATIONS": lambda v: v not in ("", "0"),
+}
+_own_jax_cache: list[str] = []  # a temporary cache directory this process made (removed at exit)
+
+
+def _jax_test_settings(config) -> dict[str, str]:
+    """The environment variables that configure JAX for the session (see the comment above).
+
+    * ``JAX_DISABLE_MOST_OPTIMIZATIONS``: LLVM at -O0 with its expensive passes off, and
+    * ``--xla_cpu_use_fusion_emitters=false`` (XLA_FLAGS): XLA's direct LLVM emitters instead of
+      its MLIR fusion pipeline. Each alone cut compile time by about a third, both together by
+      about 3x (26 s instead of 88-103 s over 1,600 compilations). Results still agree with the
+      default build to within rounding (FMA contraction, tanh/exp polynomials): the tests
+      compare with tolerances, and the bit-for-bit ones compare JAX with JAX in one session.
+    * the persistent compilation cache, keyed by the compiled program and the compiler options:
+      a model rebuilt with the same shapes (test_resume trains three identical ones per test)
+      loads its step in a few ms instead of compiling it again. It lives in pytest's cache
+      directory (.pytest_cache, git-ignored; ``--cache-clear`` empties it), so a second local
+      run compiles almost nothing; under ``-p no:cacheprovider`` (and so for timing runs) it is
+      a temporary directory removed at the end, and CI, from a fresh clone, starts empty either
+      way. A size limit makes JAX lock the directory, which pytest-xdist workers share.
+    """
+    settings = {
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",  # eager ops compile in ~20 ms
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = getattr(config, "cache", None)
+        if cache is not None:
+            settings["JAX_COMPILATION_CACHE_DIR"] = str(cache.mkdir("jax-compilation-cache"))
+        else:
+            import tempfile
+
+            _own_jax_cache.append(tempfile.mkdtemp(prefix="portanet-jax-cache-"))
+            settings["JAX_COMPILATION_CACHE_DIR"] = _own_jax_cache[0]
+    if os.environ.get("PORTANET_TEST_JAX_DEFAULTS", "") not in ("", "0"):
+        return settings
+    settings["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        jaxlib = version("jaxlib")
+    except PackageNotFoundError:
+        jaxlib = ""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if jaxlib.startswith(_XLA_TEST_FLAG_JAXLIB) and "xla_cpu_use_fusion_emitters" not in flags:
+        settings["XLA_FLAGS"] = f"{flags} {_XLA_TEST_FLAG}".strip()
+    return settings
+
+
+def pytest_configure(config):
+    # Through the environment, so that `portanet` subprocesses and xdist workers (started
+    # later, with a copy of it) compile the same way and share the cache directory.
+    for name, value in _jax_test_settings(config).items():
+        if name == "XLA_FLAGS" or name not in os.environ:
+            os.environ[name] = value
+    if "jax" in sys.modules:  # imported already (by a plugin): its config read the old values
+        import jax
+
+        for name, parse in _JAX_CONFIG_TYPES.items():
+            if name in os.environ:
+                jax.config.update(name.lower(), parse(os.environ[name]))
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    for path in _own_jax_cache:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_report_header(config):
+    if not _installed("jax"):
+        return None
+    shown = ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS", "JAX_COMPILATION_CACHE_DIR")
+    return "jax test settings: " + ", ".join(f"{k}={os.environ.get(k, '')!r}" for k in shown)
+
+
 @dataclass
 class BackendCase:
     """One backend/device the suite runs on, with helpers to move NumPy data there and back."""
