@@ -799,7 +799,8 @@ def _fit(model: Any, x: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
         seed = strategy.shared_seed(seed, seed_given)
         model.fit_random["seed"] = seed
         verbose = verbose if strategy.is_chief else 0  # rank 0 alone prints
-        callbacks = [cb for cb in callbacks or [] if strategy.is_chief or not cb.chief_only]
+        callbacks = [cb for cb in callbacks or []
+                     if strategy.is_chief or not getattr(cb, "chief_only", False)]
     metric_list = _metric_list(metrics)
     data = _prepare_data(model, x, y, validation_data, validation_split, seed, check_inputs)
     if strategy is not None:
