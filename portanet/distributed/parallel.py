@@ -188,7 +188,7 @@ class DataParallel:
                             xp.asarray(float(v), dtype=xp.float64, device=compat.device(like))
                             for v in values])
         total = self.comm.allreduce_sum(stacked, f"the loss reduction of epoch {self.epoch + 1}")
-        return [float(v) for v in to_numpy(total).tolist()]
+        return [float(v) for v in to_numpy(total).tolist()]  # the epoch's one read, as in fit
 
     def begin_epoch(self, model: Any, seed: int, epoch: int, augment: Any = None) -> None:
         """Where the messages say we are, and each rank's random streams for ``epoch``."""
