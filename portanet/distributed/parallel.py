@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import array_api_compat as compat
@@ -265,7 +266,7 @@ class DataParallel:
             result = collective(flat, what)
             offset = 0
             for g, key, a in bucket:
-                size = _numel(a)
+                size = math.prod(a.shape)
                 _set_nested(out[g], key, xp.reshape(result[offset:offset + size], a.shape))
                 offset += size
         for g, arrays in groups.items():  # empty groups and empty nested dicts stay
@@ -341,10 +342,3 @@ def _fill_missing(out: dict, like: dict) -> None:
     for k, v in like.items():
         if isinstance(v, dict):
             _fill_missing(out.setdefault(k, {}), v)
-
-
-def _numel(a: Array) -> int:
-    n = 1
-    for s in a.shape:
-        n *= int(s)
-    return n
