@@ -28,6 +28,7 @@ Examples:
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import threading
@@ -82,6 +83,13 @@ class TorchCommunicator(Communicator):
             backend = "nccl" if is_cuda_device(device) else "gloo"
             self.device = self._device(backend, device)
             self._start(backend)
+            # A group left to the interpreter's teardown can abort the process: gloo's worker
+            # threads still hold finished work (and its tensors), and freeing those once
+            # Python is half gone ends in "terminate called without an active exception"
+            # (SIGABRT, seen on a loaded 2-core machine after the job had finished; pytorch
+            # PR 179291). So the group this object made is destroyed at exit, while Python
+            # is whole; ``close`` does it sooner.
+            atexit.register(self._close_at_exit)
         else:  # the script's own group: its backend decides where tensors go
             backend = str(dist.get_backend()).lower()
             if "," in backend or ":" in backend:  # "cpu:gloo,cuda:nccl": one per device type
@@ -200,7 +208,17 @@ class TorchCommunicator(Communicator):
         except Exception:  # the group is already broken: the process exits anyway
             pass
 
+    def _close_at_exit(self):
+        # at most a few seconds: a peer that never finished its last collective must not
+        # keep this process from exiting (the torchtitan deadlock at destroy_process_group)
+        if self._owns_group:
+            closer = threading.Thread(target=self._destroy, daemon=True)
+            closer.start()
+            closer.join(5.0)
+        self._owns_group = False
+
     def close(self):
+        atexit.unregister(self._close_at_exit)
         if self._owns_group and self._dist.is_initialized():
             self._dist.destroy_process_group()
         self._owns_group = False

@@ -10,6 +10,7 @@ differs) raise, and the test reads stderr.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -23,6 +24,15 @@ OUT, BACKEND, SCENARIOS = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 pn.set_backend(BACKEND)
 RANK, SIZE = pn.distributed.rank(), pn.distributed.world_size()
 X, Y = data.make_spiral(n_samples=200, seed=0)
+
+if os.environ.get("MASTER_PORT"):  # a torch.distributed rank
+    def report_group():
+        # registered before fit makes the group, so it runs after portanet's own exit
+        # handler (atexit is last in, first out): the group must be gone by then
+        import torch.distributed as dist
+        print(f"rank {RANK}: group open at exit: {dist.is_initialized()}", flush=True)
+
+    atexit.register(report_group)
 
 
 def build(seed=0, batchnorm=None, dropout=0.0, hidden=16, optimizer="adam"):
