@@ -641,13 +641,23 @@ class _NonFiniteGuard:
                                _copies(state.buffers), {})
         self.kept_epoch = epochs_done
 
-    def diverged(self, epoch: int, loss: float, step: int | None, lr: float) -> None:
-        """The loss of ``epoch`` is ``loss`` (NaN or Inf): warn, then stop or restore."""
+    def diverged(self, epoch: int, loss: float, step: int | None, lr: float,
+                 processes: int = 1) -> None:
+        """The loss of ``epoch`` is ``loss`` (NaN or Inf): warn, then stop or restore.
+
+        ``step``: the first of this process's steps whose loss was not finite (None: all
+        were). ``processes``: how many train together (their losses are summed first).
+        """
         if self.warned and self.policy == "continue":
             return
         steps = self.state.steps_per_epoch
-        where = f", first at step {step + 1} of {steps}" if step is not None else \
-            " (every step's loss was finite; their sum overflowed)"
+        if step is not None:
+            where = f", first at step {step + 1} of {steps}"
+        elif processes > 1:  # the reduced sum holds another process's losses too
+            where = (" (every step's loss on this process was finite: the NaN/Inf came from "
+                     "another process's rows, or the sum of the losses overflowed)")
+        else:
+            where = " (every step's loss was finite; their sum overflowed)"
         if self.policy == "continue":
             done = "Training continues (on_nonfinite='continue'); the parameters may hold NaN " \
                 "or Inf."
@@ -853,7 +863,8 @@ def _fit(model: Any, x: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
             logs.update(lr=lr, time=ran["time"], samples_per_second=ran["samples_per_second"])
             chain.on_epoch_end(epoch, logs)
             if not finite:
-                guard.diverged(epoch, ran["loss"], epoch_run.nonfinite_step(), lr)
+                guard.diverged(epoch, ran["loss"], epoch_run.nonfinite_step(), lr,
+                               1 if strategy is None else strategy.size)
             elif epoch + 1 < epochs and not state.stop:
                 guard.keep(epoch + 1)
             if strategy is not None:

@@ -218,3 +218,23 @@ def test_norm_clipping_skips_a_nan_step_inside_the_step(backend, clip):
     _assert_same_state(after, before)
     model.train_step(x, y)
     assert all(np.isfinite(v).all() for v in _state(model)["params"].values())
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_nonfinite_sum_of_finite_steps_says_where_it_can_come_from(processes):
+    """No step of this process was NaN, yet the epoch's loss is: one process -> the sum of the
+    losses overflowed; data-parallel -> another process's rows may have given it (the loss is
+    the all-reduced sum), and the message must not blame an overflow alone."""
+    from portanet.callbacks import TrainingState
+    from portanet.training import _NonFiniteGuard
+
+    state = TrainingState(epochs=3, steps_per_epoch=3)
+    guard = _NonFiniteGuard(_model(), "stop", state, 0)
+    with pytest.warns(NonFiniteLossWarning) as caught:
+        guard.diverged(1, math.nan, None, 0.01, processes)
+    message = str(caught[0].message)
+    assert "in epoch 2" in message and state.stop_reason == "nonfinite_loss"
+    if processes == 1:
+        assert "their sum overflowed" in message
+    else:
+        assert "another process's rows" in message and "this process" in message
