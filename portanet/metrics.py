@@ -641,6 +641,12 @@ class Metric:
     kind: str = "classes"
     higher_is_better: bool = True
     takes_num_classes: bool = False  # fn(y_true, y_pred, num_classes=C): no host read
+    max_classes: int | None = None  # the binary averages: 2 (None: any class count)
+
+    def check_classes(self, num_classes: int) -> None:
+        """Refuse a class count the metric is not defined for (``fit`` asks before training)."""
+        if self.max_classes is not None and num_classes > self.max_classes:
+            raise _binary_only(self.name, num_classes)
 
     def __call__(self, y_true: Any, y_pred: Any, num_classes: int | None = None) -> Any:
         if self.takes_num_classes and num_classes is not None:
@@ -665,16 +671,21 @@ def _named(name: str, average: str, which: int) -> Metric:
     def fn(t: Any, p: Any, num_classes: int | None = None) -> Array:
         xp, true, pred, c = _labels_and_classes(t, p, num_classes, 0.5)
         chosen = ("binary" if c <= 2 else "macro") if average == _BINARY_OR_MACRO else average
-        if chosen == "binary" and c > 2:  # a name has no average to change: name the fix
-            base = name.split("_")[0]
-            raise ValueError(f"metric {name!r} is for two classes, but there are {c}. Use "
-                             f"{base + '_macro'!r}, {base + '_micro'!r} or "
-                             f"{base + '_weighted'!r} (or {base!r}: binary for two classes, "
-                             "macro for more).")
+        if chosen == "binary" and c > 2:
+            raise _binary_only(name, c)
         return _precision_recall_f1(xp, true, pred, c, chosen, pos_label=1, zero_division=0.0,
                                     check_range=num_classes is None)[which]
 
-    return Metric(name, fn, takes_num_classes=True)
+    return Metric(name, fn, takes_num_classes=True,
+                  max_classes=2 if average == "binary" else None)
+
+
+def _binary_only(name: str, classes: int) -> ValueError:
+    # a name has no average to change: name the fix
+    base = name.split("_")[0]
+    return ValueError(f"metric {name!r} is for two classes, but there are {classes}. Use "
+                      f"{base + '_macro'!r}, {base + '_micro'!r} or {base + '_weighted'!r} "
+                      f"(or {base!r}: binary for two classes, macro for more).")
 
 
 def _wrap(fn: Callable[..., Any]) -> Metric:

@@ -347,6 +347,15 @@ def _evaluate_on_device(model: Any, x: Array, y: Array, metrics: Sequence[Any],
     return out
 
 
+def _check_metric_classes(model: Any, x: Array, metric_list: list) -> None:
+    """A binary-only metric on a model of more classes fails before the first epoch, not
+    after it (the class count is the output width, as :func:`_evaluate_on_device` takes it)."""
+    width = output_width(model, x)
+    if width is not None:
+        for metric in metric_list:
+            metric.check_classes(width if width > 1 else 2)
+
+
 def _metric_list(metrics: Any) -> list[metrics_module.Metric]:
     if metrics is None:
         return []
@@ -813,6 +822,7 @@ def _fit(model: Any, x: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
                      if strategy.is_chief or not getattr(cb, "chief_only", False)]
     metric_list = _metric_list(metrics)
     data = _prepare_data(model, x, y, validation_data, validation_split, seed, check_inputs)
+    _check_metric_classes(model, data.x, metric_list)
     if strategy is not None:
         strategy.check(model, seed, {"epochs": epochs, "batch_size": batch_size,
                                      "shuffle": shuffle, "initial_epoch": initial_epoch,

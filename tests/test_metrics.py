@@ -326,6 +326,32 @@ def test_fit_and_evaluate_log_f1_by_name(backend, classes):
     assert history.history["val_f1"][-1] == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_fit_refuses_a_binary_metric_on_more_classes_before_training(backend, width):
+    """f1_binary on a 3-class model fails before the first epoch, the parameters untouched
+    (it trained an epoch, then raised, before); one sigmoid column or two softmax columns are
+    two classes, and train."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((24, 2))
+    y = rng.integers(0, max(width, 2), 24)
+    loss = "sigmoid_cross_entropy" if width == 1 else "softmax_cross_entropy"
+    model = pn.Sequential([pn.layers.Dense(2, width)], loss=loss,
+                          optimizer=pn.optimizers.SGD(0.1), seed=0, jit_compile=False)
+    before = {k: pn.to_numpy(v).copy() for k, v in model.parameters().items()}
+    fit = dict(epochs=1, batch_size=8, metrics=["f1_binary"], validation_data=(x, y), verbose=0)
+    if width < 3:
+        y_fit = y.reshape(-1, 1).astype("float32") if width == 1 else y
+        history = model.fit(x, y_fit, **{**fit, "validation_data": (x, y_fit)})
+        assert "val_f1_binary" in history.history
+        return
+    with pytest.raises(ValueError, match="metric 'f1_binary' is for two classes, but there "
+                                         "are 3. Use 'f1_macro'"):
+        model.fit(x, y, **fit)
+    assert model.epoch == 0
+    for k, v in model.parameters().items():
+        np.testing.assert_array_equal(pn.to_numpy(v), before[k])
+
+
 # ---------------------------------------------------------------------------------------------
 # Ranking curves (computed on the host from any backend's arrays)
 # ---------------------------------------------------------------------------------------------
