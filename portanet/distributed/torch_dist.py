@@ -17,6 +17,10 @@ Buffers. torch tensors on the group's device go in as they are (reduced in place
 through ``torch.from_numpy`` (no copy on gloo); everything else through host memory, back on its
 device.
 
+Teardown. A group this module made is destroyed by ``close()`` or, failing that, at the
+interpreter's exit (an ``atexit`` handler, waiting at most 5 s for torch): left to Python's
+own teardown, gloo's threads can abort the finished process.
+
 Examples:
     Under ``torchrun --nproc-per-node 2 script.py``::
 
