@@ -276,7 +276,7 @@ def elu(x: Array, alpha: float = 1.0) -> Array:
         [-0.632121, 2.0]
     """
     xp = _xp(x)
-    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0.0)))
+    return xp.where(x > 0, x, alpha * xp.expm1(ops.minimum(x, 0.0)))
 
 
 def elu_derivative(x: Array, alpha: float = 1.0) -> Array:
@@ -288,7 +288,7 @@ def elu_derivative(x: Array, alpha: float = 1.0) -> Array:
         [0.367879, 1.0]
     """
     xp = _xp(x)
-    return xp.where(x > 0, 1.0, alpha * xp.exp(xp.minimum(x, 0.0)))
+    return xp.where(x > 0, 1.0, alpha * xp.exp(ops.minimum(x, 0.0)))
 
 
 # The fixed point constants of Klambauer et al., "Self-Normalizing Neural Networks" (2017).
@@ -345,7 +345,7 @@ def sigmoid(x: Array) -> Array:
         [0.0, 0.5, 1.0]
     """
     xp = _xp(x)
-    return xp.exp(xp.minimum(x, 0.0)) / (1.0 + xp.exp(-xp.abs(x)))
+    return xp.exp(ops.minimum(x, 0.0)) / (1.0 + xp.exp(-xp.abs(x)))
 
 
 def sigmoid_derivative(x: Array) -> Array:
@@ -481,7 +481,7 @@ def softplus(x: Array) -> Array:
         [0.0, 0.693147, 1000.0]
     """
     xp = _xp(x)
-    return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
+    return ops.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 def softplus_derivative(x: Array) -> Array:

@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 
 import array_api_compat as compat
 
-from . import fused
+from . import fused, ops
 from . import losses_targets as targets
 from ._typing import Array, Namespace
 from .activations import log_softmax, sigmoid
@@ -281,7 +281,7 @@ class MeanAbsoluteError(_ElementwiseLoss):
 
     def elementwise(self, xp, y_pred, y_true):
         diff = y_pred - y_true
-        return xp.abs(diff), xp.sign(diff)
+        return xp.abs(diff), ops.sign(diff)
 
 
 class MeanSquaredError(_ElementwiseLoss):
@@ -484,7 +484,7 @@ class Hinge(_ElementwiseLoss):
     def elementwise(self, xp, y_pred, y_true):
         y = _plus_minus_one(xp, y_true)
         margin = 1.0 - y * y_pred
-        return xp.maximum(margin, 0.0), xp.where(margin > 0, -y, 0.0)
+        return ops.maximum(margin, 0.0), xp.where(margin > 0, -y, 0.0)
 
     def check_targets(self, y_true, num_classes=None):
         targets.check_binary(namespace_of(y_true), y_true, type(self).__name__)
@@ -507,7 +507,7 @@ class SquaredHinge(_ElementwiseLoss):
 
     def elementwise(self, xp, y_pred, y_true):
         y = _plus_minus_one(xp, y_true)
-        margin = xp.maximum(1.0 - y * y_pred, 0.0)
+        margin = ops.maximum(1.0 - y * y_pred, 0.0)
         return margin * margin, -2.0 * y * margin
 
     def check_targets(self, y_true, num_classes=None):
@@ -644,7 +644,7 @@ class BinaryCrossEntropyWithLogits(_ElementwiseLoss):
 
     def elementwise(self, xp, y_pred, y_true):
         z = y_pred
-        softplus = xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+        softplus = ops.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
         return softplus - y_true * z, sigmoid(z) - y_true
 
     def check_targets(self, y_true, num_classes=None):

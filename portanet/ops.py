@@ -98,6 +98,54 @@ def erf(x: Array) -> Array:
     return adapter.erf(x) if adapter.erf_native else erf_portable(x)
 
 
+# ---------------------------------------------------------------------------------------------
+# A Python number beside an array. ``xp.minimum(x, 0.0)`` is standard (2024.12), but
+# array_api_compat's torch wrapper turns the 0.0 into a tensor from host data
+# (array-api-compat#271): on CUDA a host-to-device copy and a wait at every call, and an
+# operation a CUDA graph cannot record. These make the number on x's device instead (a fill).
+# ---------------------------------------------------------------------------------------------
+def _scalar(x: Array, c: float) -> Array:
+    xp = compat.array_namespace(x)
+    return xp.full((), c, dtype=x.dtype, device=compat.device(x))
+
+
+def minimum(x: Array, c: float) -> Array:
+    """min(x, c) elementwise for a Python number ``c``; NaN stays NaN.
+
+    Examples:
+        >>> import numpy as np
+        >>> minimum(np.asarray([-1.0, 2.0]), 0.0).tolist()
+        [-1.0, 0.0]
+    """
+    return compat.array_namespace(x).minimum(x, _scalar(x, c))
+
+
+def maximum(x: Array, c: float) -> Array:
+    """max(x, c) elementwise for a Python number ``c``; NaN stays NaN.
+
+    Examples:
+        >>> import numpy as np
+        >>> maximum(np.asarray([-1.0, 2.0]), 0.0).tolist()
+        [0.0, 2.0]
+    """
+    return compat.array_namespace(x).maximum(x, _scalar(x, c))
+
+
+def sign(x: Array) -> Array:
+    """-1, 0 or 1 by the sign of x (0 keeps its own sign; NaN stays NaN), as ``xp.sign``.
+
+    Written with two selections: array_api_compat's torch ``sign`` mends torch's sign(NaN) = 0
+    with a boolean-mask assignment, whose size depends on the values (a host sync on CUDA).
+
+    Examples:
+        >>> import numpy as np
+        >>> sign(np.asarray([-3.0, 0.0, 2.0, np.nan])).tolist()
+        [-1.0, 0.0, 1.0, nan]
+    """
+    xp = compat.array_namespace(x)
+    return xp.where(x > 0, 1.0, xp.where(x < 0, -1.0, x))
+
+
 def logsumexp(x: Array, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Array:
     """log(sum(exp(x))) along ``axis``, shifted by the maximum so it never overflows.
 

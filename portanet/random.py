@@ -71,6 +71,12 @@ class Generator:
         return f"Generator(seed={self.seed}, backend={self.backend!r})"
 
     @property
+    def native(self) -> Any:
+        """The library's own generator object (a ``torch.Generator``, a NumPy ``Generator``,
+        a JAX key holder); replaced by :meth:`reseed`. What a CUDA graph registers."""
+        return self._native
+
+    @property
     def functional(self) -> bool:
         """True where the state is a value that each draw replaces (JAX's key): a compiled
         training step threads it through (:meth:`get_state`, :meth:`set_state`)."""

@@ -32,6 +32,7 @@ from typing import Any
 
 import array_api_compat as compat
 
+from . import ops
 from ._config import Configurable
 from ._typing import Array
 from .registry import Registry
@@ -71,8 +72,7 @@ class L1(Regularizer):
         return self.l1 * xp.sum(xp.abs(w))
 
     def gradient(self, w):
-        xp = compat.array_namespace(w)
-        return self.l1 * xp.sign(w)
+        return self.l1 * ops.sign(w)
 
     def _config(self):
         return {"l1": self.l1}
@@ -107,8 +107,7 @@ class L1L2(Regularizer):
         return self.l1 * xp.sum(xp.abs(w)) + self.l2 * xp.sum(w * w)
 
     def gradient(self, w):
-        xp = compat.array_namespace(w)
-        return self.l1 * xp.sign(w) + (2.0 * self.l2) * w
+        return self.l1 * ops.sign(w) + (2.0 * self.l2) * w
 
     def _config(self):
         return {"l1": self.l1, "l2": self.l2}

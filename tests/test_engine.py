@@ -91,7 +91,8 @@ def test_auto_compiles_where_it_measures_faster_and_true_says_why_it_cannot(back
     adapter = model.backend.adapter
     assert model.engine.compiled == (adapter.compiler is not None and
                                      adapter.compile_by_default)
-    assert model.engine.executor == (adapter.compiler if model.engine.compiled else "eager")
+    on = adapter.compiler_on(model.backend.device)  # torch: torch.cuda.graph on CUDA
+    assert model.engine.executor == (on if model.engine.compiled else "eager")
     model.jit_compile = False
     assert not model.engine.compiled and model.engine.executor == "eager"
     if adapter.compiler is None:
@@ -100,7 +101,7 @@ def test_auto_compiles_where_it_measures_faster_and_true_says_why_it_cannot(back
             pn.Sequential([pn.layers.Dense(6, 3)], jit_compile=True).engine.compiled  # noqa: B018
     else:
         model.jit_compile = True
-        assert model.engine.compiled and model.engine.executor == adapter.compiler
+        assert model.engine.compiled and model.engine.executor == on
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, None, "AUTO"])

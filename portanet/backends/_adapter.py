@@ -168,6 +168,17 @@ class Adapter:
         the result may reuse (the caller must not use them again)."""
         raise NotImplementedError(f"the {self.name} backend has no compiler")
 
+    def compiler_on(self, device: Device) -> str | None:
+        """The compiler of a training step on ``device``: ``compiler``, or another one the
+        library has for that device ("torch.cuda.graph" on CUDA, ``graph_recorder``)."""
+        return self.compiler
+
+    def graph_recorder(self, device: Device, generators: list[Any]) -> Any:
+        """A recorder of CUDA graphs on ``device`` (``engine/cuda_graph.py``'s ``Recorder``)
+        that registers ``generators`` (native generators the step draws from) with each graph.
+        Only where ``compiler_on(device)`` is "torch.cuda.graph"."""
+        raise NotImplementedError(f"the {self.name} backend records no CUDA graphs")
+
     # -- memory layout of weight matrices ------------------------------------------------------
     weight_order: ClassVar[str] = "C"
     """How Dense lays out its kernel W, of shape (in, out), in memory: ``"C"``, row by row

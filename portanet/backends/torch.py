@@ -115,6 +115,8 @@ class TorchAdapter(Adapter):
         return self._torch.ops.aten.gelu_backward(dy, x)
 
     def add_scaled_(self, p, d, alpha):
+        if isinstance(alpha, self._torch.Tensor):  # a 0-d device scalar (a CUDA graph's step)
+            return p.addcmul_(d, alpha)
         return p.add_(d, alpha=alpha)
 
     def softmax_cross_entropy(self, z, ids):
@@ -163,9 +165,60 @@ class TorchAdapter(Adapter):
         # epoch is a second shape, compiled once).
         return self.library().compile(fn, dynamic=False)
 
+    def compiler_on(self, device):
+        # On CUDA the whole step is recorded as one CUDA graph: a small model's step is
+        # launch-bound there, and a graph replays all its kernels with one launch.
+        return "torch.cuda.graph" if getattr(device, "type", "cpu") == "cuda" else self.compiler
+
+    def graph_recorder(self, device, generators):
+        return _CudaGraphRecorder(self.library(), device, generators)
+
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
 
     def from_numpy(self, a, device):
         torch = self.library()
         return torch.from_numpy(a).to(device) if device.type != "cpu" else torch.from_numpy(a)
+
+
+class _CudaGraphRecorder:
+    """torch's CUDA graphs behind the calls of ``engine/cuda_graph.py``'s ``Recorder``."""
+
+    def __init__(self, torch, device, generators):
+        self.torch = torch
+        self.device = device
+        self.generators = [g for g in generators if g.device.type == "cuda"]
+        self.stream = torch.cuda.Stream(device)  # recordings run here (never the default one)
+
+    def warm_up(self, body):
+        # On the current stream, where its outputs are used (the graph records on a side one).
+        return body()
+
+    def record(self, body):
+        torch = self.torch
+        graph = torch.cuda.CUDAGraph()
+        if self.generators and not hasattr(graph, "register_generator_state"):
+            raise RuntimeError(
+                f"this torch ({torch.__version__}) cannot register the model's random generators "
+                "(dropout, augmentation) with a CUDA graph. Upgrade torch, or use "
+                "jit_compile=False on a model that draws random numbers.")
+        for g in self.generators:
+            graph.register_generator_state(g)
+        with torch.cuda.graph(graph, stream=self.stream):
+            out = body()
+        return graph.replay, out
+
+    def vector(self, n, like):
+        return self.torch.empty(n, dtype=like.dtype, device=like.device)
+
+    def write(self, vector, values):
+        # From pinned memory, non_blocking: the host queues the copy and goes on; torch's
+        # caching host allocator keeps the block until the copy has run.
+        host = self.torch.tensor(values, dtype=vector.dtype).pin_memory()
+        vector.copy_(host, non_blocking=True)
+
+    def copy(self, dst, src):
+        dst.copy_(src)
+
+    def clone(self, a):
+        return a.clone()

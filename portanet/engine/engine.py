@@ -28,7 +28,9 @@ import array_api_compat as compat
 from .._typing import Array
 from ..backend import adapter_of
 from ..layers.base import Layer
+from ..random import Generator
 from ..replicas import across
+from .cuda_graph import CudaGraph
 from .executors import Compiled, Eager, check_jit_compile, resolve
 from .state import StateLayout, TrainState
 from .step import make_apply_gradients, make_forward, make_loss_and_gradients, make_train_step
@@ -46,7 +48,8 @@ class Engine:
 
     Attributes:
         compiled: whether steps on the model's current backend are compiled.
-        executor: "eager", "jax.jit" or "torch.compile".
+        executor: "eager", "jax.jit", "torch.compile" (torch on CPU) or "torch.cuda.graph"
+            (torch on CUDA: the whole step recorded once and replayed, engine/cuda_graph.py).
         compilations: how many step and forward signatures were compiled so far.
         compile_seconds: time spent in those first calls (trace + compile + one run each).
     """
@@ -82,7 +85,14 @@ class Engine:
 
     @property
     def executor(self) -> str:
-        return self._adapter().compiler if self.compiled else "eager"
+        if not self.compiled:
+            return "eager"
+        return self._adapter().compiler_on(self.model.backend.device)
+
+    def _traced(self, compiled: bool) -> bool:
+        """Whether the step is written for a tracer (every array a value). A CUDA graph
+        records the eager step instead, in-place updates included: its buffers are static."""
+        return compiled and self.executor != CudaGraph.name
 
     def _executors(self) -> list:
         found = list(self._steps.values())
@@ -97,11 +107,21 @@ class Engine:
         return sum(e.compile_seconds for e in self._executors())
 
     def _make(self, fn: Callable, donate: tuple[int, ...], varying: tuple[int, ...],
-              compiled: bool | None = None):
+              compiled: bool | None = None, state_out: Callable | None = None,
+              augment: Any = None):
+        """The executor of ``fn``: ``donate`` names its state arguments, whose new values
+        ``state_out(outputs)`` gives (the CUDA graph keeps them in its static buffers)."""
         if not (self.compiled if compiled is None else compiled):
             return Eager(fn)
         adapter = self._adapter()
         device = self.model.backend.device
+        if self.executor == CudaGraph.name:
+            natives = self._generators(augment)
+            run = CudaGraph(fn, adapter.graph_recorder(device, natives), state_argnums=donate,
+                            state_out=state_out,
+                            wait=lambda out: adapter.synchronize(device, out))
+            run.natives = natives
+            return run
         return Compiled(fn, adapter, donate_argnums=donate,
                         wait=lambda out: adapter.synchronize(device, out),
                         varying_argnums=varying)
@@ -121,8 +141,9 @@ class Engine:
         """
         x, threaded = self._augmented(x, augment)
         run = self._run(threaded, "step", lambda layout: self._make(
-            make_train_step(self.model, layout, threaded, traced=self.compiled),
-            donate=(0,), varying=(1, 2)))  # (state, x, y, scalars)
+            make_train_step(self.model, layout, threaded, traced=self._traced(self.compiled)),
+            donate=(0,), varying=(1, 2), state_out=lambda out: (out[1],),
+            augment=threaded))  # (state, x, y, scalars) -> (loss, state)
         optimizer = self.model.optimizer
         state = self._state(run)
         loss, (params, slots, buffers, rng) = run(state.arrays(), x, y,
@@ -148,13 +169,14 @@ class Engine:
         model, optimizer = self.model, self.model.optimizer
         compiled = self._compiles_across_processes()
         run = self._run(threaded, "gradients", lambda layout: self._make(
-            make_loss_and_gradients(model, layout, threaded, traced=compiled),
-            donate=(), varying=(1, 2), compiled=compiled))  # (state, x, y)
+            make_loss_and_gradients(model, layout, threaded, traced=self._traced(compiled)),
+            donate=(), varying=(1, 2), compiled=compiled, augment=threaded))  # (state, x, y)
         apply = self._steps.get(("apply", 0))
         if apply is None:
             apply = self._steps[("apply", 0)] = self._make(
-                make_apply_gradients(model, traced=compiled), donate=(0, 1),
-                varying=(), compiled=compiled)  # (params, slots, grads, scalars)
+                make_apply_gradients(model, traced=self._traced(compiled)), donate=(0, 1),
+                varying=(), compiled=compiled,
+                state_out=lambda out: out)  # (params, slots, grads, scalars) -> (params, slots)
         state = self._state(run)
         if x.shape[0] == 0:
             xp = compat.array_namespace(next(iter(state.params.values())))
@@ -202,6 +224,9 @@ class Engine:
         run = self._steps.get(key)
         if run is not None and run.augment is not threaded:
             run = None
+        if run is not None and getattr(run, "natives", None) is not None \
+                and run.natives != self._generators(threaded):
+            run = None  # a generator was reseeded: a graph draws from the one it registered
         if run is None:
             layout = StateLayout(self.model,
                                  {"augment": threaded.generator} if threaded else None)
@@ -210,9 +235,17 @@ class Engine:
             self._steps[key] = run
         return run
 
+    def _generators(self, augment: Any = None) -> list:
+        """The native generators the step draws from (dropout layers', the augment's)."""
+        found = [leaf.generator.native for _, leaf in self.model.named_leaves()
+                 if isinstance(getattr(leaf, "generator", None), Generator)]
+        if augment is not None and isinstance(augment.generator, Generator):
+            found.append(augment.generator.native)
+        return found
+
     def _state(self, run: Any) -> TrainState:
         state = run.layout.gather(self.model.optimizer)
-        return self._owned(state) if run.compiled else state
+        return self._owned(state) if getattr(run, "donates", False) else state
 
     def _finish(self, run: Any, state: TrainState, params: dict, slots: dict, buffers: dict,
                 rng: dict) -> None:

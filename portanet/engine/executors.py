@@ -71,6 +71,7 @@ class Eager:
 
     name = "eager"
     compiled = False
+    donates = False
     compilations = 0
     compile_seconds = 0.0
 
@@ -94,6 +95,7 @@ class Compiled:
     """
 
     compiled = True
+    donates = True  # the engine hands it only buffers it produced (Engine._owned)
 
     def __init__(self, fn: Callable, adapter: Adapter, donate_argnums: tuple[int, ...] = (),
                  wait: Callable[[Any], None] | None = None,

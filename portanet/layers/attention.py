@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 
 import array_api_compat as compat
 
-from .. import initializers
+from .. import initializers, ops
 from .._typing import Array, Shape
 from ..activations import softmax_vjp
 from ..backend import adapter_of
@@ -167,7 +167,7 @@ def scaled_dot_product_attention(q: Array, k: Array, v: Array, allowed: Array | 
     if allowed is not None:
         # total >= 1 wherever a key is allowed (the max term is exp(0)); 0 on a fully masked
         # row, whose exponentials are all 0: max(total, 1) leaves its weights at 0, not NaN.
-        total = xp.maximum(total, 1.0)
+        total = ops.maximum(total, 1.0)
     a /= total
     p = a if keep is None else a * keep
     y = p @ v

@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import array_api_compat as compat
 
+from .. import ops
 from .._typing import Array, Shape
 from ..backend import adapter_of
 from .attention import check_mask
@@ -94,7 +95,7 @@ class GlobalAvgPool1D(_TimePool):
             return y, backprop
         real = mask[:, :, None]                                              # (N, T, 1)
         count = xp.sum(xp.astype(mask, x.dtype), axis=1, keepdims=True)      # (N, 1)
-        inv = 1.0 / xp.maximum(count, 1.0)  # 0 real steps: y = 0 / 1 = 0
+        inv = 1.0 / ops.maximum(count, 1.0)  # 0 real steps: y = 0 / 1 = 0
         y = xp.sum(xp.where(real, x, 0.0), axis=1) * inv
 
         def backprop(dy: Array) -> Array:
