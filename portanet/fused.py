@@ -36,6 +36,12 @@ is not NumPy's: the two spin against each other and a training step got 5x slowe
 array-api-strict and JAX run the portable forms. NumPy's adapter has two kernels of its own
 (``backends/numpy.py``): ReLU against a row of zeros, the operands NumPy's SIMD loop takes (2x),
 and the softmax cross-entropy with fancy indexing instead of a one-hot (40 vs 62 us).
+
+CuPy's adapter writes ``relu_backward``, ``gelu_backward`` and ``add_scaled_`` as
+``cupy.ElementwiseKernel``s, one pass each: CuPy cannot record a whole step as a CUDA graph
+(cuBLAS refuses stream capture, CuPy #6290), so its launch count comes down by fusing instead.
+They are not measured yet: no GPU was lent to the session that wrote them (``nox -s tests_gpu``
+compares them with the portable forms, ``nox -s bench`` times them).
 """
 
 from __future__ import annotations

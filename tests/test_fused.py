@@ -263,7 +263,7 @@ def test_fused_softmax_cross_entropy_is_within_a_few_roundings_of_the_portable_f
 FUSED = {  # the kernels each adapter provides (fused.py's docstring; backends/*.py)
     "numpy": {"relu", "softmax_cross_entropy"},
     "torch": set(KERNELS),
-    "cupy": set(),
+    "cupy": {"relu_backward", "gelu_backward", "add_scaled_"},
     "jax": set(),
     "array_api_strict": set(),
 }

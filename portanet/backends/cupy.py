@@ -5,6 +5,8 @@ Needs a CUDA build of CuPy (``pip install "portanet[cuda]"``) and a usable NVIDI
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._adapter import Adapter
@@ -84,6 +86,41 @@ class CupyAdapter(Adapter):
         import cupyx.scipy.special
 
         return cupyx.scipy.special.erf(x)
+
+    # -- fused kernels: one pass each where the portable form makes two or three -------------
+    # CuPy cannot record cuBLAS in a CUDA graph (CuPy #6290: setStream raises during capture),
+    # so on CuPy the elementwise chains around the GEMMs are fused instead. Each kernel is the
+    # formula of the portable form in fused.py, in CUDA C; tests/test_fused.py compares the two
+    # on a CUDA device (written without one: no GPU was lent to the session that wrote them).
+    @functools.cached_property
+    def _kernels(self):
+        cp = self.library()
+        return {
+            # ReLU's derivative from its output, times dy: dy where y > 0, else 0
+            "relu_backward": cp.ElementwiseKernel(
+                "T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0", "portanet_relu_backward"),
+            # GELU's derivative from its input, times dy: Phi(x) + x phi(x)
+            "gelu_backward": cp.ElementwiseKernel(
+                "T dy, T x", "T dx",
+                "const T cdf = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752));"
+                "const T pdf = (T)0.39894228040143268 * exp((T)-0.5 * x * x);"
+                "dx = dy * (cdf + x * pdf)", "portanet_gelu_backward"),
+            # p <- p + alpha * d, into p
+            "add_scaled_": cp.ElementwiseKernel(
+                "T d, T alpha", "T p", "p += alpha * d", "portanet_add_scaled"),
+        }
+
+    def relu_backward(self, dy, y):
+        return self._kernels["relu_backward"](dy, y)
+
+    def gelu_backward(self, dy, x):
+        return self._kernels["gelu_backward"](dy, x)
+
+    def add_scaled_(self, p, d, alpha):
+        if d.dtype != p.dtype or d.shape != p.shape or not isinstance(alpha, (int, float)):
+            return None  # the portable form broadcasts and promotes
+        self._kernels["add_scaled_"](d, alpha, p)
+        return p
 
     def synchronize(self, device, outputs=None):
         # The whole device (all its streams), which covers whatever computes outputs.
