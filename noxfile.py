@@ -25,7 +25,8 @@ TORCH_CPU = "torch==2.13.0"
 def tests(session: nox.Session) -> None:
     """The whole suite on every CPU backend (torch and jax installed so none of them skip)."""
     session.install("-e", ".[test,jax,mpi,dask]", TORCH_CPU)
-    session.run("python", "-m", "pytest", "-m", "not gpu", *session.posargs)
+    session.run("python", "-m", "pytest", "-m", "not gpu", "-n", "auto", "--dist", "loadgroup",
+                *session.posargs)
 
 
 @nox.session

@@ -128,6 +128,19 @@ def pytest_configure(config):
                 jax.config.update(name.lower(), parse(os.environ[name]))
 
 
+# Tests that start processes of their own (two MPI or gloo ranks, a process pool, Dask workers)
+# run one after another on one pytest-xdist worker (README's test command: -n auto --dist
+# loadgroup). Two of them side by side would put four busy processes on CI's two cores, against
+# the deadlines the distributed tests check.
+_PROCESS_TESTS = ("test_distributed.py", "test_distributed_comm.py", "test_tuning.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in _PROCESS_TESTS:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 def pytest_unconfigure(config):
     import shutil
 

@@ -330,3 +330,14 @@ def test_cuda_graph_with_dropout_trains_on_cuda():
         history = model.fit(X, Y, epochs=3, batch_size=8, verbose=0, seed=0)
         assert np.isfinite(history.history["loss"]).all()
         assert model.engine.compilations == 2
+
+
+def test_argument_trees_flatten_and_come_back():
+    from portanet.optimizers.base import OptState
+
+    tree = ({"a": 1.0, "b": [2, (3, None)]}, OptState(4, {"w": 5.0}))
+    leaves, structure = flatten(tree)
+    assert leaves == [1.0, 2, 3, None, 4, 5.0]
+    back = unflatten(structure, leaves)
+    assert back == tree and isinstance(back[1], OptState) and isinstance(back[0]["b"], list)
+    hash(structure)  # a recording's key

@@ -217,8 +217,8 @@ def flatten(tree: Any) -> tuple[list, Any]:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             return ("dict", tuple((k, walk(v)) for k, v in node.items()))
-        if isinstance(node, (tuple, list)):
-            return (type(node).__name__, tuple(walk(v) for v in node))
+        if isinstance(node, (tuple, list)):  # a NamedTuple keeps its type
+            return (type(node), tuple(walk(v) for v in node))
         leaves.append(node)
         return None
 
@@ -236,7 +236,9 @@ def unflatten(tree: Any, leaves: list) -> Any:
         if kind == "dict":
             return {k: build(v) for k, v in children}
         built = [build(v) for v in children]
-        return built if kind == "list" else tuple(built)
+        if kind is list or kind is tuple:
+            return kind(built)
+        return kind(*built)  # a NamedTuple
 
     return build(tree)
 
