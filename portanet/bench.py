@@ -716,7 +716,8 @@ def add_command(commands) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--allow-tf32", action="store_true", help="let CUDA matmuls use TF32")
     p.add_argument("--jit-compile", action="store_true",
-                   help="also time the compiled step (jax.jit, torch.compile) as a row next to "
+                   help="also time the compiled step (jax.jit, torch.compile; torch on CUDA: the "
+                        "step recorded as a CUDA graph) as a row next to "
                         "the eager one, on every backend with a compiler; compile time is "
                         "reported apart")
     p.add_argument("--distributed", type=int, default=None, metavar="N",

@@ -575,8 +575,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--jit-compile", nargs="?", choices=tuple(_JIT_CHOICES), const="on",
                        default="auto",
                        help="compile the training step: auto (default: where it measures "
-                            "faster, i.e. jax), on (--jit-compile alone; jax.jit or "
-                            "torch.compile, an error elsewhere) or off (eager)")
+                            "faster, i.e. jax), on (--jit-compile alone; jax.jit, "
+                            "torch.compile on CPU, a CUDA graph on torch-CUDA; an error "
+                            "elsewhere) or off (eager)")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel training on the processes of an mpiexec -n N or "
                             "torchrun --nproc-per-node N launch (each takes its share of "

@@ -341,3 +341,22 @@ def test_argument_trees_flatten_and_come_back():
     back = unflatten(structure, leaves)
     assert back == tree and isinstance(back[1], OptState) and isinstance(back[0]["b"], list)
     hash(structure)  # a recording's key
+
+
+def test_a_failed_recording_says_what_to_do_and_leaves_the_model_as_it_was(graphed,
+                                                                             monkeypatch):
+    model = _mlp()
+    before = _host(model)
+
+    def refuse(self, body):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(Rerun, "record", refuse)
+    with pytest.raises(RuntimeError, match=r"CUDA graph failed.*jit_compile=False.*not changed"):
+        model.train_step(pn.asarray(X[:8], dtype="float64"), pn.asarray(Y[:8]))
+    after = _host(model)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+    assert model.optimizer.iterations == 0
+    model.jit_compile = False
+    model.train_step(pn.asarray(X[:8], dtype="float64"), pn.asarray(Y[:8]))

@@ -153,7 +153,15 @@ class CudaGraph:
         recording.feed(leaves)
         out, kept = recorder.warm_up(body)
         result = _swap(out, kept)
-        replay, (recorded, kept) = recorder.record(body)
+        try:
+            replay, (recorded, kept) = recorder.record(body)
+        except Exception as err:  # the model is as before the call: its arrays were copied
+            raise RuntimeError(
+                f"recording the step as a CUDA graph failed ({type(err).__name__}: {err}). An "
+                "operation in it cannot be recorded (a host read, an array made from host "
+                "data, a shape that depends on values; tests/test_cuda_graph.py lists them). "
+                "Train with jit_compile=False (eager) or 'auto'; the model was not changed "
+                "by this call.") from err
         recording.finish(replay, recorded, kept)
         self._recordings[key] = recording
         return result
