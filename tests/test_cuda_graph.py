@@ -36,8 +36,8 @@ class Rerun:
     """A CUDA graph's stand-in on CPU: ``record`` runs nothing; ``replay`` re-runs the recorded
     body and copies its outputs into the memory the recording returned."""
 
-    def __init__(self, generators):
-        self.generators = list(generators)
+    def __init__(self):
+        self.generators = None  # what the last recording registered
         self.recorded = 0
         self.replays = 0
         self._last = None
@@ -46,7 +46,8 @@ class Rerun:
         self._last = body()
         return self._last
 
-    def record(self, body):
+    def record(self, body, generators):
+        self.generators = list(generators)
         out, kept = self._last  # what the warm-up computed: the recording's shapes
         leaves, tree = flatten(out)
         state = set(kept)
@@ -81,8 +82,8 @@ def graphed(monkeypatch):
     """torch on CPU, with jit_compile=True running the CUDA-graph executor through Rerun."""
     recorders = []
 
-    def recorder(self, device, generators):
-        recorders.append(Rerun(generators))
+    def recorder(self, device):
+        recorders.append(Rerun())
         return recorders[-1]
 
     cls = type(ADAPTERS["torch"])
@@ -348,7 +349,7 @@ def test_a_failed_recording_says_what_to_do_and_leaves_the_model_as_it_was(graph
     model = _mlp()
     before = _host(model)
 
-    def refuse(self, body):
+    def refuse(self, body, generators):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(Rerun, "record", refuse)

@@ -173,9 +173,8 @@ class Adapter:
         library has for that device ("torch.cuda.graph" on CUDA, ``graph_recorder``)."""
         return self.compiler
 
-    def graph_recorder(self, device: Device, generators: list[Any]) -> Any:
-        """A recorder of CUDA graphs on ``device`` (``engine/cuda_graph.py``'s ``Recorder``)
-        that registers ``generators`` (native generators the step draws from) with each graph.
+    def graph_recorder(self, device: Device) -> Any:
+        """A recorder of CUDA graphs on ``device`` (``engine/cuda_graph.py``'s ``Recorder``).
         Only where ``compiler_on(device)`` is "torch.cuda.graph"."""
         raise NotImplementedError(f"the {self.name} backend records no CUDA graphs")
 

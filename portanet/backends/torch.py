@@ -170,8 +170,8 @@ class TorchAdapter(Adapter):
         # launch-bound there, and a graph replays all its kernels with one launch.
         return "torch.cuda.graph" if getattr(device, "type", "cpu") == "cuda" else self.compiler
 
-    def graph_recorder(self, device, generators):
-        return _CudaGraphRecorder(self.library(), device, generators)
+    def graph_recorder(self, device):
+        return _CudaGraphRecorder(self.library(), device)
 
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
@@ -184,25 +184,25 @@ class TorchAdapter(Adapter):
 class _CudaGraphRecorder:
     """torch's CUDA graphs behind the calls of ``engine/cuda_graph.py``'s ``Recorder``."""
 
-    def __init__(self, torch, device, generators):
+    def __init__(self, torch, device):
         self.torch = torch
         self.device = device
-        self.generators = [g for g in generators if g.device.type == "cuda"]
         self.stream = torch.cuda.Stream(device)  # recordings run here (never the default one)
 
     def warm_up(self, body):
         # On the current stream, where its outputs are used (the graph records on a side one).
         return body()
 
-    def record(self, body):
+    def record(self, body, generators):
         torch = self.torch
         graph = torch.cuda.CUDAGraph()
-        if self.generators and not hasattr(graph, "register_generator_state"):
+        generators = [g for g in generators if g.device.type == "cuda"]
+        if generators and not hasattr(graph, "register_generator_state"):
             raise RuntimeError(
                 f"this torch ({torch.__version__}) cannot register the model's random generators "
                 "(dropout, augmentation) with a CUDA graph. Upgrade torch, or use "
                 "jit_compile=False on a model that draws random numbers.")
-        for g in self.generators:
+        for g in generators:
             graph.register_generator_state(g)
         with torch.cuda.graph(graph, stream=self.stream):
             out = body()

@@ -45,14 +45,16 @@ __all__ = ["CudaGraph", "Recorder"]
 
 
 class Recorder(Protocol):
-    """What a library gives :class:`CudaGraph` (``Adapter.graph_recorder(device, generators)``)."""
+    """What a library gives :class:`CudaGraph` (``Adapter.graph_recorder(device)``)."""
 
     def warm_up(self, body: Callable[[], Any]) -> Any:
         """Run ``body`` for real, off the recording (a side stream), and return its result."""
 
-    def record(self, body: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
+    def record(self, body: Callable[[], Any],
+               generators: list[Any]) -> tuple[Callable[[], None], Any]:
         """Record ``body`` without running it: ``(replay, outputs)``, where each ``replay()``
-        runs the recorded work again and writes into the same ``outputs``."""
+        runs the recorded work again and writes into the same ``outputs``. ``generators``
+        (native generators ``body`` draws from) are registered with the recording."""
 
     def vector(self, n: int, like: Any) -> Any:
         """A static vector of ``n`` numbers of ``like``'s floating dtype, on its device."""
@@ -76,10 +78,14 @@ class CudaGraph:
         state_argnums: the arguments that are state: the step's outputs hold their new values.
         state_out: ``outputs -> tuple`` of the new values of the ``state_argnums`` arguments,
             each with its argument's structure (the step: ``lambda out: (out[1],)``).
+        generators: ``() -> list`` of the native generators the step draws from, asked at
+            each recording (after the warm-up step, when every layer has built its own).
         wait: ``outputs -> None``, blocks until outputs are computed (timing a recording).
 
     Attributes:
         compilations: how many signatures were recorded.
+        registered: the generators the last recording registered (None before the first):
+            a reseeded generator is a new object, which a recording would not advance.
         compile_seconds: time spent recording (the warm-up step, the recording, one wait).
     """
 
@@ -89,12 +95,15 @@ class CudaGraph:
 
     def __init__(self, fn: Callable, recorder: Recorder, state_argnums: tuple[int, ...] = (),
                  state_out: Callable[[Any], tuple] | None = None,
+                 generators: Callable[[], list] = list,
                  wait: Callable[[Any], None] | None = None):
         self.fn = fn
         self.recorder = recorder
         self.state_argnums = tuple(state_argnums)
         self.state_out = state_out if state_out is not None else (lambda out: ())
         self.wait = wait
+        self.generators = generators
+        self.registered: list | None = None
         self._recordings: dict[tuple, _Recording] = {}
         self._buffers: dict[tuple, Any] = {}  # (leaf index, shape, dtype, device) -> buffer
         self.compile_seconds = 0.0
@@ -153,8 +162,9 @@ class CudaGraph:
         recording.feed(leaves)
         out, kept = recorder.warm_up(body)
         result = _swap(out, kept)
+        self.registered = self.generators()
         try:
-            replay, (recorded, kept) = recorder.record(body)
+            replay, (recorded, kept) = recorder.record(body, self.registered)
         except Exception as err:  # the model is as before the call: its arrays were copied
             raise RuntimeError(
                 f"recording the step as a CUDA graph failed ({type(err).__name__}: {err}). An "

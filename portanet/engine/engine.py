@@ -116,12 +116,9 @@ class Engine:
         adapter = self._adapter()
         device = self.model.backend.device
         if self.executor == CudaGraph.name:
-            natives = self._generators(augment)
-            run = CudaGraph(fn, adapter.graph_recorder(device, natives), state_argnums=donate,
-                            state_out=state_out,
-                            wait=lambda out: adapter.synchronize(device, out))
-            run.natives = natives
-            return run
+            return CudaGraph(fn, adapter.graph_recorder(device), state_argnums=donate,
+                             state_out=state_out, generators=lambda: self._generators(augment),
+                             wait=lambda out: adapter.synchronize(device, out))
         return Compiled(fn, adapter, donate_argnums=donate,
                         wait=lambda out: adapter.synchronize(device, out),
                         varying_argnums=varying)
@@ -224,8 +221,8 @@ class Engine:
         run = self._steps.get(key)
         if run is not None and run.augment is not threaded:
             run = None
-        if run is not None and getattr(run, "natives", None) is not None \
-                and run.natives != self._generators(threaded):
+        if run is not None and getattr(run, "registered", None) is not None \
+                and run.registered != self._generators(threaded):
             run = None  # a generator was reseeded: a graph draws from the one it registered
         if run is None:
             layout = StateLayout(self.model,
