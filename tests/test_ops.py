@@ -104,3 +104,19 @@ def test_median(backend, shape, axis):
 def test_median_rejects_empty(backend):
     with pytest.raises(ValueError, match="empty"):
         ops.median(backend.asarray(np.zeros((0,)), "float64"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_minimum_maximum_sign_with_a_python_number(backend, dtype):
+    """ops.minimum/maximum/sign against NumPy's (float64): the number is made on x's device
+    (strict-device1 catches one made on the default device), NaN stays NaN, zeros stay zero."""
+    host = np.asarray([-2.5, -0.0, 0.0, 1.5, np.inf, -np.inf, np.nan])
+    x = backend.asarray(host, dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        expected = {"minimum": np.minimum(host, 0.25), "maximum": np.maximum(host, 0.25),
+                    "sign": np.sign(host)}
+    for name, got in (("minimum", ops.minimum(x, 0.25)), ("maximum", ops.maximum(x, 0.25)),
+                      ("sign", ops.sign(x))):
+        assert_on_backend(got, backend, dtype)
+        np.testing.assert_array_equal(pn.to_numpy(got).astype(np.float64), expected[name],
+                                      err_msg=name)
