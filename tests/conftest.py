@@ -58,8 +58,9 @@ if _installed("torch"):
 # step where a test trains). What is left is still compiling: 2,669 compilations in those 644
 # cases (JAX_LOG_COMPILES=1), led by multiply 217, subtract 157, add 149, transpose 140, sum
 # 138, matmul 125: generic ops at new shapes, no one expression a fused kernel would remove.
-# Per new op signature ~14 ms of XLA and ~14 ms of lowering, half of it MLIR context setup. Tried and not kept (within noise
-# on a 4-op, 80-shape probe): JAX_INCLUDE_FULL_TRACEBACKS_IN_LOCATIONS=0,
+# Per new op signature ~14 ms of XLA and ~14 ms of lowering, half of it MLIR context setup.
+# Tried and not kept (within noise on a 4-op, 80-shape probe):
+# JAX_INCLUDE_FULL_TRACEBACKS_IN_LOCATIONS=0,
 # JAX_TRACEBACK_IN_LOCATIONS_LIMIT=0, --xla_cpu_parallel_codegen_split_count=1,
 # --xla_cpu_use_xnnpack=false, --xla_cpu_enable_concurrency_optimized_scheduler=false.
 _XLA_TEST_FLAG = "--xla_cpu_use_fusion_emitters=false"
