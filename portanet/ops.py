@@ -104,8 +104,7 @@ def erf(x: Array) -> Array:
 # (array-api-compat#271): on CUDA a host-to-device copy and a wait at every call, and an
 # operation a CUDA graph cannot record. These make the number on x's device instead (a fill).
 # ---------------------------------------------------------------------------------------------
-def _scalar(x: Array, c: float) -> Array:
-    xp = compat.array_namespace(x)
+def _scalar(xp, x: Array, c: float) -> Array:
     return xp.full((), c, dtype=x.dtype, device=compat.device(x))
 
 
@@ -117,7 +116,8 @@ def minimum(x: Array, c: float) -> Array:
         >>> minimum(np.asarray([-1.0, 2.0]), 0.0).tolist()
         [-1.0, 0.0]
     """
-    return compat.array_namespace(x).minimum(x, _scalar(x, c))
+    xp = adapter_of(x).xp  # cached by array type: these sit on the hot path
+    return xp.minimum(x, _scalar(xp, x, c))
 
 
 def maximum(x: Array, c: float) -> Array:
@@ -128,7 +128,8 @@ def maximum(x: Array, c: float) -> Array:
         >>> maximum(np.asarray([-1.0, 2.0]), 0.0).tolist()
         [0.0, 2.0]
     """
-    return compat.array_namespace(x).maximum(x, _scalar(x, c))
+    xp = adapter_of(x).xp
+    return xp.maximum(x, _scalar(xp, x, c))
 
 
 def sign(x: Array) -> Array:
@@ -142,7 +143,7 @@ def sign(x: Array) -> Array:
         >>> sign(np.asarray([-3.0, 0.0, 2.0, np.nan])).tolist()
         [-1.0, 0.0, 1.0, nan]
     """
-    xp = compat.array_namespace(x)
+    xp = adapter_of(x).xp
     return xp.where(x > 0, 1.0, xp.where(x < 0, -1.0, x))
 
 

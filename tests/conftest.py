@@ -60,9 +60,9 @@ if _installed("torch"):
 # 138, matmul 125: generic ops at new shapes, no one expression a fused kernel would remove.
 # Per new op signature ~14 ms of XLA and ~14 ms of lowering, half of it MLIR context setup.
 # Tried and not kept (within noise on a 4-op, 80-shape probe):
-# JAX_INCLUDE_FULL_TRACEBACKS_IN_LOCATIONS=0,
-# JAX_TRACEBACK_IN_LOCATIONS_LIMIT=0, --xla_cpu_parallel_codegen_split_count=1,
-# --xla_cpu_use_xnnpack=false, --xla_cpu_enable_concurrency_optimized_scheduler=false.
+# JAX_INCLUDE_FULL_TRACEBACKS_IN_LOCATIONS=0, JAX_TRACEBACK_IN_LOCATIONS_LIMIT=0,
+# --xla_cpu_parallel_codegen_split_count=1, --xla_cpu_use_xnnpack=false,
+# --xla_cpu_enable_concurrency_optimized_scheduler=false.
 _XLA_TEST_FLAG = "--xla_cpu_use_fusion_emitters=false"
 # XLA aborts the whole process on an XLA_FLAGS entry it does not know, and it is retiring the
 # CPU emitters this flag selects: add a jaxlib series here only after checking the flag in it.

@@ -26,8 +26,8 @@ host data cannot be recorded. tests/test_host_reads.py and tests/test_cuda_graph
 on CPU.
 
 The first call of each signature (the full batch; the last partial batch is a second one) runs
-the step eagerly on a side stream, a real step whose result is kept, so that cuBLAS and the
-allocator initialise outside the recording; then it records one more call without running it.
+the step eagerly, a real step whose result is kept, so that cuBLAS and the allocator initialise
+outside the recording; then it records one more call (on a side stream) without running it.
 Every later call replays. ``compilations`` counts the recordings.
 
 The recorder (``Adapter.graph_recorder``) is the library's part: torch's ``torch.cuda.graph``
@@ -48,7 +48,7 @@ class Recorder(Protocol):
     """What a library gives :class:`CudaGraph` (``Adapter.graph_recorder(device)``)."""
 
     def warm_up(self, body: Callable[[], Any]) -> Any:
-        """Run ``body`` for real, off the recording (a side stream), and return its result."""
+        """Run ``body`` for real, outside any recording, and return its result."""
 
     def record(self, body: Callable[[], Any],
                generators: list[Any]) -> tuple[Callable[[], None], Any]:
@@ -167,9 +167,10 @@ class CudaGraph:
             replay, (recorded, kept) = recorder.record(body, self.registered)
         except Exception as err:  # the model is as before the call: its arrays were copied
             raise RuntimeError(
-                f"recording the step as a CUDA graph failed ({type(err).__name__}: {err}). An "
-                "operation in it cannot be recorded (a host read, an array made from host "
-                "data, a shape that depends on values; tests/test_cuda_graph.py lists them). "
+                f"recording the step as a CUDA graph failed ({type(err).__name__}: {err}). "
+                "Usually an operation in it cannot be recorded (a host read, an array made "
+                "from host data, a shape that depends on values; tests/test_cuda_graph.py "
+                "lists them). "
                 "Train with jit_compile=False (eager) or 'auto'; the model was not changed "
                 "by this call.") from err
         recording.finish(replay, recorded, kept)

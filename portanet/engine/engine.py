@@ -221,9 +221,10 @@ class Engine:
         run = self._steps.get(key)
         if run is not None and run.augment is not threaded:
             run = None
-        if run is not None and getattr(run, "registered", None) is not None \
+        if run is not None and getattr(run, "registered", None) \
                 and run.registered != self._generators(threaded):
             run = None  # a generator was reseeded: a graph draws from the one it registered
+            # (a model without generators skips this walk: none can be reseeded)
         if run is None:
             layout = StateLayout(self.model,
                                  {"augment": threaded.generator} if threaded else None)
