@@ -32,11 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import array_api_compat
+
 # NumPy first: OpenBLAS sizes its pool when it loads, and must see every CPU (see _start_xla).
 import numpy  # noqa: F401
 
 import portanet as pn
-from portanet.backend import BACKEND_NAMES
+from portanet.backend import BACKEND_NAMES, adapter_of
 
 ONLY = os.environ.get("PORTANET_BENCH_BACKEND") or None
 if ONLY is not None and ONLY not in BACKEND_NAMES:
@@ -115,13 +117,19 @@ def pin_threads(threads: int) -> Iterator[dict[str, Any]]:
 # -- timing ----------------------------------------------------------------------------------------
 def wait(result: Any) -> Any:
     """Block until every array in ``result`` (an array, or a dict/list/tuple of them) is computed:
-    JAX dispatches asynchronously, the other CPU backends return finished arrays."""
+    JAX dispatches asynchronously (wait for the array itself), CUDA queues work on its device
+    (CuPy, torch on ``cuda``: wait for the device); the CPU backends return finished arrays."""
     items = result.values() if isinstance(result, dict) else result
     if isinstance(result, (dict, list, tuple)):
         for item in items:
             wait(item)
     elif hasattr(result, "block_until_ready"):
         result.block_until_ready()
+    elif hasattr(result, "shape"):
+        adapter = adapter_of(result)
+        device = array_api_compat.device(result)
+        if adapter.needs_gpu or str(device).startswith("cuda"):
+            adapter.synchronize(device)
     return result
 
 

@@ -1,4 +1,5 @@
-"""Optimizer step time for a ~1M-parameter model on every available CPU backend, vs torch.optim.
+"""Optimizer step time for a ~1M-parameter model on every available CPU backend (and CuPy where a
+GPU is usable), vs torch.optim on the CPU.
 
 The model is four weight matrices and their biases, 1000-500-500-500-10 (1,006,510 parameters,
 float32); the gradients are fixed random arrays. One timed call is one full update of all eight
@@ -8,7 +9,10 @@ implementation, torch's fastest on CPU).
 
 Groups: plain SGD, SGD with momentum 0.9, Adam (the three updates most training runs use) and
 Adam with global-norm clipping. Each backend runs the portable path and, where arrays are
-writeable, the in-place path (``<backend>+inplace``, ``inplace=True``). ``extra_info["vs_torch"]``
+writeable, the in-place path (``<backend>+inplace``, ``inplace=True``) and the in-place path over
+one buffer of all eight arrays (``<backend>+inplace+flat``, ``flat=True``, optimizers/flat.py:
+a dozen library calls per update instead of a dozen per array, plus one copy of the gradients;
+the default only where a call costs more than that copy, a GPU). ``extra_info["vs_torch"]``
 is each implementation's median divided by the baseline's; the session ends with the ratio
 table.
 
@@ -34,10 +38,11 @@ from portanet import optimizers
 
 THREADS = 1
 BASELINE = "torch.optim(foreach)"
-BACKENDS = backends(CPU_BACKENDS)
+BACKENDS = backends((*CPU_BACKENDS, "cupy"))  # cupy: where a GPU is usable (the flat rows)
 # The in-place path where arrays are writeable (JAX's are not: it would time the portable path).
 INPLACE = [f"{b}+inplace" for b in BACKENDS if b != "jax"]
-IMPLEMENTATIONS = with_baseline(BASELINE, [*BACKENDS, *INPLACE])
+FLAT = [f"{b}+flat" for b in INPLACE]
+IMPLEMENTATIONS = with_baseline(BASELINE, [*BACKENDS, *INPLACE, *FLAT])
 
 LAYERS = (1000, 500, 500, 500, 10)
 SHAPES = {}
@@ -81,12 +86,12 @@ def test_optimizer_step(benchmark, group, implementation):
                 torch.nn.utils.clip_grad_norm_(tensors, 1.0, foreach=True)
             opt.step()
     else:
-        backend, _, inplace = implementation.partition("+")
+        backend, *options = implementation.split("+")
         with pn.use_backend(backend):
             state = {"params": {n: pn.asarray(v) for n, v in params_host.items()}}
             grads = {n: pn.asarray(v) for n, v in grads_host.items()}
         opt = make()
-        opt.inplace = bool(inplace)
+        opt.inplace, opt.flat = "inplace" in options, "flat" in options
 
         def step():
             state["params"] = wait(opt.step(state["params"], grads))

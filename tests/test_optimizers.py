@@ -70,7 +70,7 @@ def _torch_optimizer(opt: optimizers.Optimizer, params: list):
     name, c = config["class_name"], dict(config["config"])
     lr = c.pop("learning_rate")
     lr = lr if isinstance(lr, float) else schedules.from_config(lr)(0)
-    for k in ("clip_value", "clip_norm", "global_clip_norm", "inplace"):
+    for k in ("clip_value", "clip_norm", "global_clip_norm", "inplace", "flat"):
         c.pop(k)
     kw: dict[str, Any] = {"lr": lr, "weight_decay": c.pop("weight_decay")}
     if name == "SGD":
@@ -362,6 +362,39 @@ def test_inplace_path_with_fused_kernels_follows_the_portable_path(backend, case
     fast.inplace = True
     got, _ = run_trajectory(fast, backend)
     assert_trajectories_close(got, portable, rtol=1e-13)
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "portable"])
+@pytest.mark.parametrize("case", INPLACE_CASES, ids=[c.id for c in INPLACE_CASES])
+def test_flat_update_is_bit_identical_to_one_array_at_a_time(backend, case, inplace,
+                                                             portable_kernels):
+    """The update over one buffer of all parameters (``flat=True``, optimizers/flat.py) runs the
+    same elementwise operations on the same values: 100 steps agree bit for bit with the
+    portable path one array at a time, from both of its own paths, clippings included."""
+    portable = portable_trajectory(case, backend)
+    flat = case.make()
+    flat.inplace, flat.flat = inplace, True
+    got, _ = run_trajectory(flat, backend)
+    for n in SHAPES:
+        np.testing.assert_array_equal(np.stack([s[n] for s in got]),
+                                      np.stack([s[n] for s in portable]), err_msg=case.id)
+    assert_state_on_backend(flat, backend, "float64")
+
+
+@pytest.mark.parametrize("case", INPLACE_CASES, ids=[c.id for c in INPLACE_CASES])
+def test_flat_update_with_fused_kernels_is_bit_identical_to_one_array_at_a_time(backend, case):
+    """With the libraries' kernels on (torch's one-rounding add_): the flat in-place update and
+    the in-place update one array at a time still agree bit for bit, so no kernel rounds
+    differently at a different offset of its array."""
+    per_array = case.make()
+    per_array.inplace, per_array.flat = True, False
+    expected, _ = run_trajectory(per_array, backend)
+    flat = case.make()
+    flat.inplace, flat.flat = True, True
+    got, _ = run_trajectory(flat, backend)
+    for n in SHAPES:
+        np.testing.assert_array_equal(np.stack([s[n] for s in got]),
+                                      np.stack([s[n] for s in expected]), err_msg=case.id)
 
 
 def test_inplace_path_writes_into_params_and_state_never_into_gradients(backend):

@@ -148,6 +148,10 @@ class Adapter:
     """``(dy, y) -> dy where y > 0, else 0`` (``y`` is relu's output)."""
     gelu_backward: ClassVar[Callable[[Array, Array], Array] | None] = None
     """``(dy, x) -> dy * (Phi(x) + x phi(x))``, GELU's backward from its input ``x``."""
+    bias_relu: ClassVar[Callable[[Array, Array], Array | None] | None] = None
+    """``(z, b) -> max(z + b, 0)`` (NaN stays NaN), written into ``z`` (a layer's fresh GEMM
+    output, which nothing else holds); returns it, or None where it cannot take these arrays
+    (then the portable form runs)."""
     add_scaled_: ClassVar[Callable[[Array, Array, float], Array | None] | None] = None
     """``(p, d, alpha)``: ``p <- p + alpha * d`` written into the writeable ``p``; returns
     ``p``, or None where it cannot take these arrays (then the portable form runs)."""
@@ -189,6 +193,18 @@ class Adapter:
     def in_weight_order(self, w: Array) -> Array:
         """``w`` (2-D) laid out in :attr:`weight_order`: ``w`` itself where it already is."""
         return w
+
+    def column_major(self, a: Array) -> bool:
+        """Whether ``a`` is a 2-D array stored column by column (:attr:`weight_order` "F"), so
+        that a copy or a view of it should keep that layout (``optimizers/flat.py``)."""
+        return False
+
+    # -- the optimizer's update over one buffer (optimizers/flat.py) ----------------------------
+    def flat_update_on(self, device: Device) -> bool:
+        """Whether an optimizer's update runs over one buffer of all parameters by default
+        (``Optimizer(flat=None)``) on ``device``: where a call costs more than a pass over the
+        gradients' memory (a GPU's kernel launch), never on the host, where it measured slower."""
+        return False
 
     def copy_like(self, a: Array, like: Array) -> Array:
         """A copy of ``a`` in the dtype and memory layout of ``like`` (same shape and device).

@@ -105,6 +105,10 @@ class CupyAdapter(Adapter):
                 "const T cdf = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752));"
                 "const T pdf = (T)0.39894228040143268 * exp((T)-0.5 * x * x);"
                 "dx = dy * (cdf + x * pdf)", "portanet_gelu_backward"),
+            # max(z + b, 0), into z (b broadcast over the rows); NaN < 0 is false: NaN stays
+            "bias_relu": cp.ElementwiseKernel(
+                "T b", "T z", "const T v = z + b; z = v < (T)0 ? (T)0 : v",
+                "portanet_bias_relu"),
             # p <- p + alpha * d, into p
             "add_scaled_": cp.ElementwiseKernel(
                 "T d, T alpha", "T p", "p += alpha * d", "portanet_add_scaled"),
@@ -116,11 +120,22 @@ class CupyAdapter(Adapter):
     def gelu_backward(self, dy, x):
         return self._kernels["gelu_backward"](dy, x)
 
+    def bias_relu(self, z, b):
+        if b.dtype != z.dtype or b.ndim != 1 or z.shape[-1:] != b.shape:
+            return None  # the portable form broadcasts and promotes
+        self._kernels["bias_relu"](b, z)
+        return z
+
     def add_scaled_(self, p, d, alpha):
         if d.dtype != p.dtype or d.shape != p.shape or not isinstance(alpha, (int, float)):
             return None  # the portable form broadcasts and promotes
         self._kernels["add_scaled_"](d, alpha, p)
         return p
+
+    def flat_update_on(self, device):
+        # Launch-bound, as torch on CUDA: one buffer turns a dozen kernels per parameter into
+        # a dozen in all (optimizers/flat.py). Not measured yet: no GPU was lent so far.
+        return True
 
     def synchronize(self, device, outputs=None):
         # The whole device (all its streams), which covers whatever computes outputs.

@@ -143,6 +143,14 @@ class TorchAdapter(Adapter):
     def in_weight_order(self, w):
         return w.mT.contiguous().mT  # contiguous() returns w.mT itself when it already is
 
+    def column_major(self, a):
+        return a.ndim == 2 and not a.is_contiguous() and a.mT.is_contiguous()
+
+    def flat_update_on(self, device):
+        # On CUDA an update is launch-bound (a dozen kernels per parameter): one buffer makes it
+        # a dozen in all. Not measured yet (no GPU was lent to the session that wrote it).
+        return getattr(device, "type", "cpu") == "cuda"
+
     def copy_like(self, a, like):
         # empty_like keeps like's strides (preserve_format); copy_ casts the dtype.
         return self._torch.empty_like(like).copy_(a)

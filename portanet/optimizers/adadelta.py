@@ -28,15 +28,17 @@ class AdaDelta(Optimizer):
         learning_rate: lr (default 1.0), a number or a schedule.
         rho: decay of both moving averages, in [0, 1) (default 0.9).
         eps: default 1e-6; it also sets the size of the very first steps (sqrt(eps)).
-        weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
+        weight_decay, clip_value, clip_norm, global_clip_norm, inplace, flat: see
+            :class:`Optimizer`.
     """
 
     def __init__(self, learning_rate: LearningRate = 1.0, *, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = True):
+                 inplace: bool = True, flat: bool | None = None):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
-                         clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
+                         clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                         inplace=inplace, flat=flat)
         self.rho = check_beta("rho", rho)
         self.eps = check_non_negative("eps", eps)
 

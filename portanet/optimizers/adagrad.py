@@ -29,16 +29,18 @@ class AdaGrad(Optimizer):
         lr_decay: extra 1/t decay of the rate (default 0).
         initial_accumulator_value: the starting value of G (default 0).
         eps: keeps the division finite (default 1e-10).
-        weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
+        weight_decay, clip_value, clip_norm, global_clip_norm, inplace, flat: see
+            :class:`Optimizer`.
     """
 
     def __init__(self, learning_rate: LearningRate = 0.01, *, lr_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10,
                  weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = True):
+                 inplace: bool = True, flat: bool | None = None):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
-                         clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
+                         clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                         inplace=inplace, flat=flat)
         self.lr_decay = check_non_negative("lr_decay", lr_decay)
         self.initial_accumulator_value = check_non_negative("initial_accumulator_value",
                                                             initial_accumulator_value)

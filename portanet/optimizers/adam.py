@@ -32,7 +32,8 @@ class Adam(Optimizer):
         beta_1, beta_2: moment decays in [0, 1) (defaults 0.9, 0.999).
         eps: default 1e-8.
         amsgrad: keep the running maximum of v (non-increasing step sizes).
-        weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
+        weight_decay, clip_value, clip_norm, global_clip_norm, inplace, flat: see
+            :class:`Optimizer`.
 
     Examples:
         >>> import numpy as np
@@ -46,9 +47,10 @@ class Adam(Optimizer):
                  beta_2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False,
                  weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = True):
+                 inplace: bool = True, flat: bool | None = None):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
-                         clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
+                         clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                         inplace=inplace, flat=flat)
         self.beta_1 = check_beta("beta_1", beta_1)
         self.beta_2 = check_beta("beta_2", beta_2)
         self.eps = check_non_negative("eps", eps)
@@ -119,7 +121,8 @@ class AdamW(Adam):
                  beta_2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False,
                  weight_decay: float = 1e-2, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = True):
+                 inplace: bool = True, flat: bool | None = None):
         super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, eps=eps, amsgrad=amsgrad,
                          weight_decay=weight_decay, clip_value=clip_value, clip_norm=clip_norm,
-                         global_clip_norm=global_clip_norm, inplace=inplace)
+                         global_clip_norm=global_clip_norm, inplace=inplace,
+                         flat=flat)

@@ -27,15 +27,18 @@ class Adamax(Optimizer):
         learning_rate: lr (default 0.002), a number or a schedule.
         beta_1, beta_2: decays in [0, 1) (defaults 0.9, 0.999).
         eps: default 1e-8.
-        weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
+        weight_decay, clip_value, clip_norm, global_clip_norm, inplace, flat: see
+            :class:`Optimizer`.
     """
 
     def __init__(self, learning_rate: LearningRate = 2e-3, *, beta_1: float = 0.9,
                  beta_2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None,
-                 global_clip_norm: float | None = None, inplace: bool = True):
+                 global_clip_norm: float | None = None, inplace: bool = True,
+                 flat: bool | None = None):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
-                         clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
+                         clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                         inplace=inplace, flat=flat)
         self.beta_1 = check_beta("beta_1", beta_1)
         self.beta_2 = check_beta("beta_2", beta_2)
         self.eps = check_non_negative("eps", eps)

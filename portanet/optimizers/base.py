@@ -39,6 +39,10 @@ Two paths compute the same arithmetic in the same order:
 
 The tests check that both paths give bit-identical trajectories (within one rounding per update
 where a fused multiply-add runs).
+
+Either path runs once per parameter array or, with ``flat``, once over one buffer holding all of
+them (``flat.py``): the same numbers in a dozen library calls instead of a dozen per array, the
+default where a call costs more than the arithmetic (a GPU's kernel launch).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from .._typing import Array
 from ..backend import adapter_of
 from ..devices import device_of, to_backend
 from ..registry import make_config
+from .flat import FlatGroup
 
 LearningRate = float | Callable[[int], float]
 
@@ -145,6 +150,13 @@ class Optimizer:
             inputs alone. Gradients are never modified. With norm clipping the update is
             computed out of place (the old values must survive until a non-finite step is
             skipped), so ``step`` returns new arrays then too.
+        flat: run the update over one buffer holding all parameters of a dtype and device
+            (``optimizers/flat.py``): the same numbers in a dozen library calls instead of a
+            dozen per parameter. None (default): where the backend says that measures faster
+            and the in-place path runs (``Adapter.flat_update_on``: CuPy, torch on CUDA; not on
+            the host, where it measured slower). The first flat update moves the parameters
+            into the buffer and returns views of it, so the arrays given to that first call
+            are no longer the model's (later calls update the views in place).
 
     Subclasses implement ``_slot_names()``, ``_rule(g, slots, c)`` (``c``: this update's host
     scalars, with what ``_coefficients(t, first)`` adds) and ``_hyperparameters()``, and may add
@@ -156,7 +168,8 @@ class Optimizer:
 
     def __init__(self, learning_rate: LearningRate, *, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None,
-                 global_clip_norm: float | None = None, inplace: bool = True):
+                 global_clip_norm: float | None = None, inplace: bool = True,
+                 flat: bool | None = None):
         if isinstance(learning_rate, dict):  # a schedule's config, as get_config() writes it
             learning_rate = schedules.from_config(learning_rate)
         self.learning_rate = learning_rate
@@ -165,6 +178,11 @@ class Optimizer:
         self.clip_norm = _check_clip("clip_norm", clip_norm)
         self.global_clip_norm = _check_clip("global_clip_norm", global_clip_norm)
         self.inplace = bool(inplace)
+        if flat is not None and not isinstance(flat, bool):
+            raise TypeError(f"flat must be True, False or None (the backend's choice), received "
+                            f"{flat!r} ({type(flat).__name__}).")
+        self.flat = flat
+        self._flat_groups: dict[tuple[str, ...], FlatGroup] = {}  # a cache, never state
         self.iterations = 0
         self._slots: dict[str, dict[str, Array]] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}  # every parameter seen, name -> shape
@@ -284,13 +302,58 @@ class Optimizer:
         """
         c = self.scalars(state.step) if scalars is None else scalars
         inplace = self.inplace if inplace is None else inplace
-        new_params = dict(params)
-        new_slots = dict(state.slots)
         grads, finite = self._clip(grads)
-        for name, g in grads.items():
-            new_params[name], new_slots[name] = self._update_if(
-                finite, params[name], g, state.slots[name], c, inplace)
-        return new_params, OptState(state.step + 1, new_slots)
+        updated, slots = self._update_all(params, grads, state.slots, c, inplace, finite)
+        return {**params, **updated}, OptState(state.step + 1, {**state.slots, **slots})
+
+    def _update_all(self, params: Mapping[str, Array], grads: Mapping[str, Array],
+                    slots: Mapping[str, dict[str, Array]], c: Mapping[str, Any], inplace: bool,
+                    finite: Array | None) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
+        """:meth:`_update_if` for every parameter in ``grads``: one array at a time, or over one
+        buffer per dtype and device (``flat``). Returns the new parameters and slots."""
+        new_params, new_slots = {}, {}
+        for names in self._flat_groups_of(params, grads, inplace):
+            if len(names) == 1:
+                n = names[0]
+                new_params[n], new_slots[n] = self._update_if(finite, params[n], grads[n],
+                                                              slots[n], c, inplace)
+                continue
+            group = self._flat_group(names, params)
+            p, s = group.pack(params, slots)
+            p, s = self._update_if(finite, p, group.flatten_gradients(grads), s, c, inplace)
+            views, slot_views = group.unpack(p, s)
+            new_params.update(views)
+            new_slots.update(slot_views)
+        return new_params, new_slots
+
+    def _flat_groups_of(self, params: Mapping[str, Array], grads: Mapping[str, Array],
+                        inplace: bool) -> list[list[str]]:
+        """The parameters of ``grads`` in update groups: one per dtype and device where the
+        update runs flat, else one group per parameter."""
+        names = list(grads)
+        if not names:
+            return []
+        first = params[names[0]]
+        flat = self.flat
+        if flat is None:  # the backend's choice, for the in-place path only
+            flat = (inplace and compat.is_writeable_array(first)
+                    and adapter_of(first).flat_update_on(compat.device(first)))
+        if not flat:
+            return [[n] for n in names]
+        groups: dict[tuple, list[str]] = {}
+        for n in names:
+            p = params[n]
+            groups.setdefault((type(p), str(p.dtype), str(compat.device(p))), []).append(n)
+        return list(groups.values())
+
+    def _flat_group(self, names: list[str], params: Mapping[str, Array]) -> FlatGroup:
+        """The cached :class:`FlatGroup` of these parameters (a new one if their device, dtype,
+        shapes or layouts changed)."""
+        key = tuple(names)
+        group = self._flat_groups.get(key)
+        if group is None or not group.fits(params):
+            group = self._flat_groups[key] = FlatGroup(names, params)
+        return group
 
     def _update_if(self, finite: Array | None, p: Array, g: Array, slots: dict[str, Array],
                    c: Mapping[str, Any], inplace: bool) -> tuple[Array, dict[str, Array]]:
@@ -347,21 +410,21 @@ class Optimizer:
         self._check_inputs(params, grads)
         step = self.iterations
         c = self.scalars(step, first=False)
-        c_first = None  # the scalars of a parameter whose state is new (computed if needed)
         new_params = dict(params)
         grads, finite = self._clip(grads)
-        for name, g in grads.items():
-            p = params[name]
-            slots = self._state_for(name, p)
-            if name in self._fresh:
-                if c_first is None:  # the same rate; only the algorithm's coefficients differ
-                    c_first = {**c, **self._coefficients(step + 1, True)}
-                new_params[name], slots = self._update_if(finite, p, g, slots, c_first,
-                                                          self.inplace)
-            else:
-                new_params[name], slots = self._update_if(finite, p, g, slots, c, self.inplace)
-            self._slots[name] = slots
-            self._fresh.discard(name)
+        slots = {name: self._state_for(name, params[name]) for name in grads}
+        fresh = {name: g for name, g in grads.items() if name in self._fresh}
+        for part, coefficients in (({n: g for n, g in grads.items() if n not in fresh}, c),
+                                   (fresh, None)):
+            if not part:
+                continue
+            if coefficients is None:  # new state: the same rate, the algorithm's first-step
+                coefficients = {**c, **self._coefficients(step + 1, True)}  # coefficients
+            updated, new_slots = self._update_all(params, part, slots, coefficients,
+                                                  self.inplace, finite)
+            new_params.update(updated)
+            self._slots.update(new_slots)
+        self._fresh.difference_update(grads)
         self.iterations = step + 1
         return new_params
 
@@ -544,7 +607,7 @@ class Optimizer:
         config.update(self._hyperparameters())
         config.update(weight_decay=self.weight_decay, clip_value=self.clip_value,
                       clip_norm=self.clip_norm, global_clip_norm=self.global_clip_norm,
-                      inplace=self.inplace)
+                      inplace=self.inplace, flat=self.flat)
         return make_config(type(self).__name__, config)
 
     def __repr__(self) -> str:

@@ -33,16 +33,18 @@ class RMSProp(Optimizer):
         momentum: mu in [0, 1) (default 0: no momentum buffer).
         centered: divide by the running standard deviation instead of the RMS.
         eps: default 1e-8.
-        weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
+        weight_decay, clip_value, clip_norm, global_clip_norm, inplace, flat: see
+            :class:`Optimizer`.
     """
 
     def __init__(self, learning_rate: LearningRate = 0.01, *, rho: float = 0.99,
                  momentum: float = 0.0, centered: bool = False, eps: float = 1e-8,
                  weight_decay: float = 0.0, clip_value: float | None = None,
                  clip_norm: float | None = None, global_clip_norm: float | None = None,
-                 inplace: bool = True):
+                 inplace: bool = True, flat: bool | None = None):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
-                         clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
+                         clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                         inplace=inplace, flat=flat)
         self.rho = check_beta("rho", rho)
         self.momentum = check_beta("momentum", momentum)
         self.centered = bool(centered)

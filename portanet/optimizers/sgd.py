@@ -42,7 +42,8 @@ class SGD(Optimizer):
         momentum_form: "classical" or "average" (see above).
         nesterov: use Nesterov's look-ahead (needs momentum > 0, and dampening 0).
         dampening: classical form only: the gradient enters v scaled by (1 - dampening).
-        weight_decay, clip_value, clip_norm, global_clip_norm, inplace: see :class:`Optimizer`.
+        weight_decay, clip_value, clip_norm, global_clip_norm, inplace, flat: see
+            :class:`Optimizer`.
 
     Examples:
         >>> import numpy as np
@@ -56,9 +57,11 @@ class SGD(Optimizer):
                  momentum_form: str = "classical", nesterov: bool = False,
                  dampening: float = 0.0, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None,
-                 global_clip_norm: float | None = None, inplace: bool = True):
+                 global_clip_norm: float | None = None, inplace: bool = True,
+                 flat: bool | None = None):
         super().__init__(learning_rate, weight_decay=weight_decay, clip_value=clip_value,
-                         clip_norm=clip_norm, global_clip_norm=global_clip_norm, inplace=inplace)
+                         clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                         inplace=inplace, flat=flat)
         self.momentum = check_beta("momentum", momentum)
         if momentum_form not in _FORMS:
             raise ValueError(f"momentum_form must be one of {_FORMS}, received "
