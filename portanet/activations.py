@@ -892,6 +892,9 @@ def log_softmax_jacobian(x: Array, axis: int = -1) -> Array:
 # input(y, x) (gelu) as one library call, where fused.py has one: torch's threshold_backward and
 # gelu_backward there, and that product, calling the documented function, everywhere else.
 _CHAIN_KERNELS: dict[str, Callable] = {"relu": fused.relu_backward, "gelu": fused.gelu_backward}
+# A layer's bias add and the activation, f(z + b), as one library call where fused.py has one
+# (CuPy's kernel; NumPy's writes into z), for activations whose backward needs only the output.
+_BIAS_KERNELS: dict[str, Callable] = {"relu": fused.bias_relu}
 
 
 def _own_name(fn: Any) -> str | None:
@@ -916,7 +919,8 @@ def _documented_forms(forward: Callable, derivative: Callable | None) -> dict[st
     return {"forward": module[base], "derivative": module.get(f"{base}_derivative"),
             "from_output": module.get(f"{base}_derivative_from_output"),
             "from_output_and_input": module.get(f"{base}_derivative_from_output_and_input"),
-            "vjp": module.get(f"{base}_vjp"), "chain_kernel": _CHAIN_KERNELS.get(base)}
+            "vjp": module.get(f"{base}_vjp"), "chain_kernel": _CHAIN_KERNELS.get(base),
+            "bias_kernel": _BIAS_KERNELS.get(base)}
 
 
 class Activation:
@@ -985,6 +989,8 @@ class Activation:
         self._vjp = forms.get("vjp")
         has_faster = self._from_output is not None or self._from_output_and_input is not None
         self._chain_kernel = forms.get("chain_kernel") if has_faster else None
+        # only where the backward pass reads y alone: the kernel leaves no z + b behind
+        self._bias_kernel = forms.get("bias_kernel") if self._from_output is not None else None
         self._fused = fused
         self.params = _check_params(self.name, forward, params)  # the signature as given
 
@@ -992,8 +998,25 @@ class Activation:
         """Forward pass: ``(y, backprop)``, ``backprop(dy) -> dx`` with dx like ``x``."""
         if self._fused is not None:
             return self._fused(x, **self.params)
+        return self._with_backprop(self._forward(x, **self.params), x)
+
+    def with_bias(self, z: Array, b: Array):
+        """``self(z + b)``, a layer's bias add and activation: ``(y, backprop)``.
+
+        ``z`` is the layer's fresh product (x @ W), which nothing else holds: it may be written
+        into. For ReLU the two are one library call where fused.py has one
+        (:func:`portanet.fused.bias_relu`), with the same values; every other activation adds
+        ``b`` into ``z`` and calls itself.
+        """
+        if self._bias_kernel is not None and self._fused is None:
+            return self._with_backprop(self._bias_kernel(z, b, self._forward), None)
+        z += b  # into the product (on JAX's immutable arrays, a new array)
+        return self(z)
+
+    def _with_backprop(self, y: Array, x: Array | None):
+        """``(y, backprop)`` for y = f(x): the first form of the chain rule the activation has
+        (the table above). ``x`` may be None where the backward pass reads only y."""
         p = self.params
-        y = self._forward(x, **p)
         if self._vjp is not None:  # not elementwise: the vector-Jacobian product, from y
             vjp = self._vjp
             return y, lambda dy: vjp(y, dy, **p)

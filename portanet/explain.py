@@ -552,6 +552,12 @@ class _TracedActivation:
 
         return h, traced_backprop
 
+    def with_bias(self, z: Array, b: Array):
+        # Dense's act(z + b), which a fused kernel would compute without z + b ever existing:
+        # the explanation shows z = x·W + b, so the bias is added here and z traced as above.
+        z += b
+        return self(z)
+
 
 class _TracedLoss:
     """Stands in for the model's loss: calls it, keeps ŷ, y, the value and dL/dŷ."""

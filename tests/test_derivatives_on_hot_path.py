@@ -95,10 +95,11 @@ CHAIN_KERNELS = {"relu": "relu_backward", "gelu": "gelu_backward"}
 def kernels_off(monkeypatch) -> None:
     """ReLU's and GELU's chain rules run as the adapter's kernel where there is one (torch's
     threshold_backward and gelu_backward, the accelerated forms of
-    dy * relu_derivative_from_output(y) and dy * gelu_derivative_from_output_and_input(y, x));
-    off, the portable forms call the documented functions."""
+    dy * relu_derivative_from_output(y) and dy * gelu_derivative_from_output_and_input(y, x)),
+    and Dense's bias + ReLU as one kernel (fused.bias_relu: NumPy, CuPy); off, the portable
+    forms call the documented functions."""
     for adapter in ADAPTERS.values():
-        for kernel in CHAIN_KERNELS.values():
+        for kernel in (*CHAIN_KERNELS.values(), "bias_relu"):
             monkeypatch.setattr(type(adapter), kernel, None)
 
 

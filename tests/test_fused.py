@@ -70,6 +70,39 @@ def test_gelu_backward_matches_reference(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_relu_matches_reference(backend, dtype):
+    """max(z + b, 0) with b broadcast over the rows, NaN kept, b never written; the float64
+    reference rounds z + b in the array's dtype first, so the values agree exactly."""
+    v = _data(seed=3)
+    z = v["z"].astype(dtype)
+    z[0, :4] = [np.nan, -np.inf, np.inf, 0.0]
+    b = v["d"][0, :4].astype(dtype)
+    b[3] = -0.0
+    bb = backend.asarray(b, dtype)
+    y = fused.bias_relu(backend.asarray(z, dtype), bb, activations.relu)
+    assert_on_backend(y, backend, dtype)
+    summed = (z + b).astype(np.float64)
+    expected = np.where(np.isnan(summed), np.nan, np.maximum(summed, 0.0))
+    np.testing.assert_array_equal(pn.to_numpy(y).astype(np.float64), expected)
+    np.testing.assert_array_equal(pn.to_numpy(bb), b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_bias_relu_equals_the_portable_form_exactly(backend, dtype, monkeypatch):
+    """One rounding (the add's) in both forms: the kernel and the portable form agree bit for
+    bit, on a 3-D z too (Dense over a sequence)."""
+    rng = np.random.default_rng(11)
+    for shape in ((6, 4), (2, 3, 4)):
+        z_host = rng.standard_normal(shape)
+        b = backend.asarray(rng.standard_normal(4), dtype)
+        got, portable = _both("bias_relu",
+                              lambda z_host=z_host, b=b: (backend.asarray(z_host, dtype), b,
+                                                          activations.relu),
+                              backend, monkeypatch)
+        np.testing.assert_array_equal(got, portable)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_add_scaled_writes_into_p_and_never_into_d(backend, dtype):
     v = _data()
     p, d = backend.asarray(v["p"], dtype), backend.asarray(v["d"], dtype)
@@ -261,9 +294,9 @@ def test_fused_softmax_cross_entropy_is_within_a_few_roundings_of_the_portable_f
 # Which kernels each adapter has, and that the public functions really call them
 # ---------------------------------------------------------------------------------------------
 FUSED = {  # the kernels each adapter provides (fused.py's docstring; backends/*.py)
-    "numpy": {"relu", "softmax_cross_entropy"},
-    "torch": set(KERNELS),
-    "cupy": {"relu_backward", "gelu_backward", "add_scaled_"},
+    "numpy": {"relu", "bias_relu", "softmax_cross_entropy"},
+    "torch": set(KERNELS) - {"bias_relu"},
+    "cupy": {"relu_backward", "gelu_backward", "bias_relu", "add_scaled_"},
     "jax": set(),
     "array_api_strict": set(),
 }
@@ -333,6 +366,9 @@ def test_public_functions_dispatch_to_the_declared_kernels(backend, monkeypatch)
         "gelu_backward": lambda: fused.gelu_backward(
             backend.asarray(v["dy"], "float64"), activations.gelu(z), z,
             activations.gelu_derivative_from_output_and_input),
+        "bias_relu": lambda: fused.bias_relu(backend.asarray(v["z"], "float64"),
+                                             backend.asarray(v["d"][0, :4], "float64"),
+                                             activations.relu),
         "add_scaled_": lambda: fused.add_scaled_(backend.asarray(v["p"], "float64"),
                                                  backend.asarray(v["d"], "float64"), -0.5),
         "softmax_cross_entropy": lambda: fused.softmax_cross_entropy(
@@ -343,14 +379,18 @@ def test_public_functions_dispatch_to_the_declared_kernels(backend, monkeypatch)
         if kernel in kernels:
             assert len(calls[kernel]) == 1, kernel
             assert out is calls[kernel][0], kernel  # the kernel's own result, passed on
-    assert all(len(c) == 1 for c in calls.values()), {k: len(c) for k, c in calls.items()}
+    # relu is called once more where bias_relu runs its portable form (which calls relu)
+    expected = {k: 1 + (k == "relu" and "bias_relu" not in kernels) for k in calls}
+    assert {k: len(c) for k, c in calls.items()} == expected
 
 
 def test_a_training_step_runs_every_declared_kernel(backend, monkeypatch):
-    """Through the public API: Dense(relu), Dense(gelu), SoftmaxCrossEntropy and SGD's in-place
-    update reach the adapter's kernels (no layer, loss or optimizer bypasses fused.py)."""
+    """Through the public API: Dense(relu) with and without a bias, Dense(gelu),
+    SoftmaxCrossEntropy and SGD's in-place update reach the adapter's kernels (no layer, loss
+    or optimizer bypasses fused.py)."""
     kernels = FUSED[backend.name]
     model = pn.Sequential([pn.layers.Dense(4, 5, activation="relu"),
+                           pn.layers.Dense(5, 5, activation="relu", use_bias=False),
                            pn.layers.Dense(5, 5, activation="gelu"), pn.layers.Dense(5, 3)],
                           loss=pn.losses.SoftmaxCrossEntropy(), optimizer=pn.optimizers.SGD(0.1),
                           seed=0, dtype="float64", jit_compile=False)

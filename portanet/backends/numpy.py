@@ -58,6 +58,15 @@ class NumpyAdapter(PCG64Generators, Adapter):
         # NaN included.
         return np.maximum(x, np.zeros(x.shape[-1:], x.dtype))
 
+    def bias_relu(self, z, b):
+        # Both passes of the portable form (z += b, then relu against a row of zeros) written
+        # into z instead of a new array (float32, best of 5: (128, 512) 49 vs 77 us,
+        # (1024, 512) 316 vs 538 us).
+        if b.dtype != z.dtype or z.shape[-1:] != b.shape or not z.flags.writeable:
+            return None
+        np.add(z, b, out=z)
+        return np.maximum(z, np.zeros(z.shape[-1:], z.dtype), out=z)
+
     def softmax_cross_entropy(self, z, ids):
         # The formula of fused.softmax_cross_entropy with NumPy's fancy indexing: z[n, t_n] is
         # read directly and the one-hot subtracted in place, instead of building the one-hot

@@ -110,12 +110,14 @@ class Dense(WeightedLayer):
         act = self.activation
 
         z = x @ w
-        if b is not None:
-            # Into the product, which nothing else holds: one allocation fewer than x @ w + b
-            # (and as fast as torch.addmm). On JAX's immutable arrays += rebinds z instead.
-            z += b
         if act is None:
+            if b is not None:
+                # Into the product, which nothing else holds: one allocation fewer than
+                # x @ w + b (and as fast as torch.addmm). On JAX's immutable arrays += rebinds z.
+                z += b
             y, act_backprop = z, None
+        elif b is not None:  # act(z + b), into the product too (ReLU: one pass on CuPy)
+            y, act_backprop = act.with_bias(z, b)
         else:
             y, act_backprop = act(z)
 
