@@ -142,6 +142,21 @@ def test_replayed_step_matches_eager(graphed, dtype):
     assert replayed.engine.compilations == 1 and replayed.optimizer.iterations == 20
 
 
+def test_a_flat_update_replays_too(graphed):
+    """Adam(flat=True) inside the recording: the step packs the static buffers into one vector
+    on every replay (the executor hands it its own buffers, never the group's views) and follows
+    the eager flat run."""
+    def adam():
+        return pn.optimizers.Adam(0.02, weight_decay=0.01, flat=True)
+
+    eager, replayed = _mlp(jit_compile=False, optimizer=adam()), _mlp(optimizer=adam())
+    np.testing.assert_allclose(_steps(replayed, "float64"), _steps(eager, "float64"),
+                               rtol=TOL["float64"], atol=TOL["float64"])
+    _assert_close(_host(replayed), _host(eager), TOL["float64"])
+    (recorder,) = graphed
+    assert recorder.recorded == 1 and recorder.replays == 19
+
+
 def test_the_model_holds_the_static_buffers_and_the_caller_owns_the_loss(graphed):
     model = _mlp()
     x, y = pn.asarray(X[:8], dtype="float64"), pn.asarray(Y[:8])

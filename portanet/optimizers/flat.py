@@ -151,7 +151,15 @@ class FlatGroup:
     def unpack(self, buffer: Array, slot_buffers: Mapping[str, Array]
                ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
         """Views of the updated buffers, ``({param: view}, {param: {slot: view}})``; they are
-        the group's own from now on (the next :meth:`pack` finds them)."""
+        the group's own from now on (the next :meth:`pack` finds them).
+
+        Only writeable buffers are kept: JAX's arrays are replaced on every update anyway, and
+        under ``jax.jit`` they are tracers, which must not outlive the trace."""
+        if not compat.is_writeable_array(buffer):
+            views = self.split(buffer)
+            slot_views = {k: self.split(b) for k, b in slot_buffers.items()}
+            self.params, self.slots, self.buffers = {}, {}, (None, {})
+            return views, {n: {k: v[n] for k, v in slot_views.items()} for n in self.names}
         held_p, held_s = self.buffers
         if buffer is not held_p:
             self.params = self.split(buffer)
