@@ -220,6 +220,14 @@ def assert_trajectories_close(got, expected, rtol, what=""):
                                    err_msg=f"{what} parameter {n!r}")
 
 
+def assert_trajectories_equal(got, expected, what=""):
+    """Bit for bit, step for step."""
+    for n in SHAPES:
+        np.testing.assert_array_equal(np.stack([step[n] for step in got]),
+                                      np.stack([step[n] for step in expected]),
+                                      err_msg=f"{what} parameter {n!r}")
+
+
 def assert_state_on_backend(opt, case, dtype):
     slots = opt.state_dict()["slots"]
     assert set(slots) == set(SHAPES)
@@ -346,9 +354,7 @@ def test_inplace_path_is_bit_identical_to_the_portable_path(backend, case, porta
     fast = case.make()
     fast.inplace = True
     got, _ = run_trajectory(fast, backend)
-    for n in SHAPES:
-        np.testing.assert_array_equal(np.stack([s[n] for s in got]),
-                                      np.stack([s[n] for s in portable]), err_msg=case.id)
+    assert_trajectories_equal(got, portable, case.id)
     assert_state_on_backend(fast, backend, "float64")
 
 
@@ -375,9 +381,7 @@ def test_flat_update_is_bit_identical_to_one_array_at_a_time(backend, case, inpl
     flat = case.make()
     flat.inplace, flat.flat = inplace, True
     got, _ = run_trajectory(flat, backend)
-    for n in SHAPES:
-        np.testing.assert_array_equal(np.stack([s[n] for s in got]),
-                                      np.stack([s[n] for s in portable]), err_msg=case.id)
+    assert_trajectories_equal(got, portable, case.id)
     assert_state_on_backend(flat, backend, "float64")
 
 
@@ -392,9 +396,7 @@ def test_flat_update_with_fused_kernels_is_bit_identical_to_one_array_at_a_time(
     flat = case.make()
     flat.inplace, flat.flat = True, True
     got, _ = run_trajectory(flat, backend)
-    for n in SHAPES:
-        np.testing.assert_array_equal(np.stack([s[n] for s in got]),
-                                      np.stack([s[n] for s in expected]), err_msg=case.id)
+    assert_trajectories_equal(got, expected, case.id)
 
 
 def test_inplace_path_writes_into_params_and_state_never_into_gradients(backend):
