@@ -44,7 +44,9 @@ CuPy's adapter writes ``relu_backward``, ``gelu_backward``, ``bias_relu`` and ``
 (cuBLAS refuses stream capture, CuPy #6290), so its launch count comes down by fusing instead
 (and the optimizer's update by running over one buffer of all parameters, optimizers/flat.py).
 They are not measured yet: no GPU was lent to the session that wrote them (``nox -s tests_gpu``
-compares them with the portable forms, ``nox -s bench`` times them).
+compares them with the portable forms, ``nox -s bench`` times them). Without a GPU,
+tests/test_cupy_kernels.py compiles each with nvcc and runs its operation on the host, as C++,
+against the portable form.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Needs a CUDA build of CuPy (``pip install "portanet[cuda]"``) and a usable NVIDI
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import numpy as np
 
@@ -92,27 +93,29 @@ class CupyAdapter(Adapter):
     # so on CuPy the elementwise chains around the GEMMs are fused instead. Each kernel is the
     # formula of the portable form in fused.py, in CUDA C; tests/test_fused.py compares the two
     # on a CUDA device (written without one: no GPU was lent to the session that wrote them).
+    # (in_params, out_params, operation, name): CuPy's ElementwiseKernel arguments. Kept as
+    # data so that tests/test_cupy_kernels.py can compile each operation on the host (C++) and
+    # compare it with the portable form without a GPU. An out param is read and written in place.
+    _KERNEL_SOURCES: ClassVar[dict[str, tuple[str, str, str, str]]] = {
+        # ReLU's derivative from its output, times dy: dy where y > 0, else 0
+        "relu_backward": ("T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0",
+                          "portanet_relu_backward"),
+        # GELU's derivative from its input, times dy: Phi(x) + x phi(x)
+        "gelu_backward": ("T dy, T x", "T dx",
+                          "const T cdf = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752));"
+                          "const T pdf = (T)0.39894228040143268 * exp((T)-0.5 * x * x);"
+                          "dx = dy * (cdf + x * pdf)", "portanet_gelu_backward"),
+        # max(z + b, 0), into z (b broadcast over the rows); NaN < 0 is false: NaN stays
+        "bias_relu": ("T b", "T z", "const T v = z + b; z = v < (T)0 ? (T)0 : v",
+                      "portanet_bias_relu"),
+        # p <- p + alpha * d, into p
+        "add_scaled_": ("T d, T alpha", "T p", "p += alpha * d", "portanet_add_scaled"),
+    }
+
     @functools.cached_property
     def _kernels(self):
         cp = self.library()
-        return {
-            # ReLU's derivative from its output, times dy: dy where y > 0, else 0
-            "relu_backward": cp.ElementwiseKernel(
-                "T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0", "portanet_relu_backward"),
-            # GELU's derivative from its input, times dy: Phi(x) + x phi(x)
-            "gelu_backward": cp.ElementwiseKernel(
-                "T dy, T x", "T dx",
-                "const T cdf = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752));"
-                "const T pdf = (T)0.39894228040143268 * exp((T)-0.5 * x * x);"
-                "dx = dy * (cdf + x * pdf)", "portanet_gelu_backward"),
-            # max(z + b, 0), into z (b broadcast over the rows); NaN < 0 is false: NaN stays
-            "bias_relu": cp.ElementwiseKernel(
-                "T b", "T z", "const T v = z + b; z = v < (T)0 ? (T)0 : v",
-                "portanet_bias_relu"),
-            # p <- p + alpha * d, into p
-            "add_scaled_": cp.ElementwiseKernel(
-                "T d, T alpha", "T p", "p += alpha * d", "portanet_add_scaled"),
-        }
+        return {k: cp.ElementwiseKernel(*source) for k, source in self._KERNEL_SOURCES.items()}
 
     def relu_backward(self, dy, y):
         return self._kernels["relu_backward"](dy, y)
