@@ -120,6 +120,10 @@ class Sequential(Chain):
         self._where = {name: (leaf, key) for name, leaf, key in self._slots}
         self._regularized = list(self.named_regularizers().items())
         self._frozen_at = -1  # Layer.trainable_version that _first_trainable was computed at
+        # Computed now, with the layers built, not inside the first training step: under
+        # torch.compile that first step would trace the cache's update, and the second one
+        # compile again with it done.
+        self._first_trainable  # noqa: B018
 
     @property
     def _first_trainable(self) -> int:

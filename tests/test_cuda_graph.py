@@ -143,9 +143,8 @@ def test_replayed_step_matches_eager(graphed, dtype):
 
 
 def test_a_flat_update_replays_too(graphed):
-    """Adam(flat=True) inside the recording: the step packs the static buffers into one vector
-    on every replay (the executor hands it its own buffers, never the group's views) and follows
-    the eager flat run."""
+    """Adam(flat=True) under the recording updates one array at a time (the graph has removed
+    the launches a flat buffer saves) and follows the eager run, which is flat."""
     def adam():
         return pn.optimizers.Adam(0.02, weight_decay=0.01, flat=True)
 

@@ -236,19 +236,32 @@ def test_dropout_masks_change_from_step_to_step_when_compiled():
 # -- what a compiled model must keep ------------------------------------------------------------
 def test_no_recompilation_after_the_first_epoch(compiling):
     """A full batch and the last partial batch: two step compilations, in the first epoch
-    only; the validation forward passes compile their shapes once too."""
+    only; the validation forward passes compile their shapes once too. On torch, dynamo's own
+    count too: no graph break inside the step and no graph after the first epoch (Adam's bias
+    corrections change at every step: as Python floats they were baked into the graph, and
+    dynamo compiled it again at every step until its recompile limit, then ran it eagerly)."""
     model = _mlp("float32", jit_compile=True)
-    counts = []
+    counts, graphs = [], []
+    dynamo = None
+    if compiling.name == "torch":
+        from torch._dynamo.utils import counters as dynamo
+
+        dynamo.clear()
 
     class Count(pn.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             counts.append(model.engine.compilations)
+            if dynamo is not None:
+                graphs.append(dynamo["stats"]["unique_graphs"])
 
     model.fit(X, Y, epochs=4, batch_size=12, validation_split=0.25, verbose=0, seed=0,
               callbacks=[Count()], metrics=["accuracy"])  # 30 training samples: 12, 12, 6
     assert counts[0] == counts[-1] and len(set(counts)) == 1, counts
     assert counts[0] == 3  # two training shapes + one validation shape
     assert model.engine.compile_seconds > 0
+    if dynamo is not None:
+        assert len(set(graphs)) == 1, f"dynamo compiled graphs after the first epoch: {graphs}"
+        assert not dynamo["graph_break"], dict(dynamo["graph_break"])
 
 
 def test_the_users_arrays_survive_donation():

@@ -165,6 +165,9 @@ class Adapter:
     backend runs eagerly only (portanet/engine/executors.py)."""
     compile_by_default: ClassVar[bool] = False
     """Whether ``jit_compile="auto"`` compiles here: only where it measures faster."""
+    donates_buffers: ClassVar[bool] = False
+    """Whether ``compile``'s ``donate_argnums`` let the compiled function consume its inputs'
+    buffers (jax.jit). Only then must the engine copy the arrays it did not produce first."""
 
     def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = ()) -> Callable:
         """``fn`` compiled by the library, called like ``fn``; it compiles on the first call of

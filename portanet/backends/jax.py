@@ -74,6 +74,7 @@ class JaxAdapter(Adapter):
     functional_rng = True
     compiler = "jax.jit"
     compile_by_default = True  # LeNet-5 step 104 -> ~16 ms on 2 cores (docs/benchmarks.md)
+    donates_buffers = True
 
     def compile(self, fn, donate_argnums=()):
         return self.library().jit(fn, donate_argnums=donate_argnums)

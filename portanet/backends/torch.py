@@ -171,7 +171,21 @@ class TorchAdapter(Adapter):
         # torch has no donation: its caching allocator reuses freed buffers anyway.
         # dynamic=False: one graph per input shape, like jax.jit (the last partial batch of an
         # epoch is a second shape, compiled once).
-        return self.library().compile(fn, dynamic=False)
+        torch = self.library()
+        compiled = torch.compile(fn, dynamic=False)
+        # Read the cached properties now, not first inside the trace: Python 3.11's
+        # functools.cached_property takes an RLock there, and dynamo breaks the graph on it.
+        self.xp, self._torch  # noqa: B018
+
+        def call(*args):
+            # Dynamo specializes a Python float argument to its value: the optimizer's learning
+            # rate and bias corrections, new at every step, recompiled the step at every step
+            # until dynamo's recompile limit (8) and then ran it eagerly. As 0-d float64
+            # tensors they are inputs of one graph (a 0-d tensor does not promote a float32
+            # array, as a Python float does not).
+            return compiled(*_floats_as_tensors(torch, args))
+
+        return call
 
     def compiler_on(self, device):
         # On CUDA the whole step is recorded as one CUDA graph: a small model's step is
@@ -187,6 +201,17 @@ class TorchAdapter(Adapter):
     def from_numpy(self, a, device):
         torch = self.library()
         return torch.from_numpy(a).to(device) if device.type != "cpu" else torch.from_numpy(a)
+
+
+def _floats_as_tensors(torch, tree):
+    """``tree`` (tuples, lists, dicts) with each Python float a 0-d float64 CPU tensor."""
+    if isinstance(tree, dict):
+        return {k: _floats_as_tensors(torch, v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields"):
+        return type(tree)(_floats_as_tensors(torch, v) for v in tree)
+    if isinstance(tree, float):
+        return torch.tensor(tree, dtype=torch.float64)
+    return tree
 
 
 class _CudaGraphRecorder:

@@ -138,7 +138,8 @@ class Engine:
         """
         x, threaded = self._augmented(x, augment)
         run = self._run(threaded, "step", lambda layout: self._make(
-            make_train_step(self.model, layout, threaded, traced=self._traced(self.compiled)),
+            make_train_step(self.model, layout, threaded, traced=self._traced(self.compiled),
+                            compiled=self.compiled),
             donate=(0,), varying=(1, 2), state_out=lambda out: (out[1],),
             augment=threaded))  # (state, x, y, scalars) -> (loss, state)
         optimizer = self.model.optimizer
@@ -171,7 +172,8 @@ class Engine:
         apply = self._steps.get(("apply", 0))
         if apply is None:
             apply = self._steps[("apply", 0)] = self._make(
-                make_apply_gradients(model, traced=self._traced(compiled)), donate=(0, 1),
+                make_apply_gradients(model, traced=self._traced(compiled), compiled=compiled),
+                donate=(0, 1),
                 varying=(), compiled=compiled,
                 state_out=lambda out: out)  # (params, slots, grads, scalars) -> (params, slots)
         state = self._state(run)

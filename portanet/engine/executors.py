@@ -95,12 +95,16 @@ class Compiled:
     """
 
     compiled = True
-    donates = True  # the engine hands it only buffers it produced (Engine._owned)
 
     def __init__(self, fn: Callable, adapter: Adapter, donate_argnums: tuple[int, ...] = (),
                  wait: Callable[[Any], None] | None = None,
                  varying_argnums: tuple[int, ...] | None = None):
         self.name = adapter.compiler
+        # Where the compiler consumes donated buffers (jax.jit), the engine hands it only
+        # buffers it produced (Engine._owned). torch.compile does not donate: copying the
+        # model's arrays there made the first step trace other tensors than the later ones,
+        # which alias the layers' own, and dynamo compiled the step a second time.
+        self.donates = adapter.donates_buffers and bool(donate_argnums)
         self.fn = adapter.compile(fn, donate_argnums)
         self.wait = wait
         self.varying_argnums = varying_argnums

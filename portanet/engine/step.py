@@ -65,18 +65,25 @@ def make_loss_and_gradients(model: Any, layout: StateLayout,
     return loss_and_gradients
 
 
-def make_apply_gradients(model: Any, traced: bool = True) -> Callable:
+def make_apply_gradients(model: Any, traced: bool = True, compiled: bool | None = None
+                         ) -> Callable:
     """``(params, slots, grads, scalars) -> (params, slots)``: ``model.optimizer``'s update.
 
     ``traced=False`` (eager) updates writeable arrays in place (the optimizer's ``inplace``
     capability, bit-identical to the pure form); under a compiler every array is a value.
+    ``compiled`` (default: ``traced``; True for a CUDA graph, which records an untraced step)
+    updates one array at a time: the optimizer's flat buffer saves kernel launches, which a
+    compiler or a graph has saved already, and its Python-side bookkeeping would make
+    torch.compile guard on every array's identity.
     """
     inplace = None if not traced else False
+    flat = False if (traced if compiled is None else compiled) else None
     optimizer = model.optimizer
 
     def apply_gradients(params: dict, slots: dict, grads: dict, scalars: dict[str, Any]):
         # the step count is host data: scalars already hold what it determines
-        params, opt = optimizer.update(grads, OptState(0, slots), params, scalars, inplace)
+        params, opt = optimizer.update(grads, OptState(0, slots), params, scalars, inplace,
+                                       flat)
         return params, opt.slots
 
     return apply_gradients
@@ -84,14 +91,15 @@ def make_apply_gradients(model: Any, traced: bool = True) -> Callable:
 
 def make_train_step(model: Any, layout: StateLayout,
                     augment: Callable[[Array], Array] | None = None,
-                    traced: bool = True) -> Callable:
+                    traced: bool = True, compiled: bool | None = None) -> Callable:
     """``(arrays, x, y, scalars) -> (loss, new arrays)``: one step of ``model.optimizer``.
 
     ``traced=False`` is the eager executor's: writeable arrays are updated in place and the
     gradients stay in the layers. Under a compiler every array is a value, updated by rebinding.
+    ``compiled``: see :func:`make_apply_gradients`.
     """
     loss_and_gradients = make_loss_and_gradients(model, layout, augment, traced)
-    apply_gradients = make_apply_gradients(model, traced)
+    apply_gradients = make_apply_gradients(model, traced, compiled)
 
     def train_step(arrays: Arrays, x: Array, y: Array, scalars: dict[str, Any]):
         loss, grads, buffers, rng = loss_and_gradients(arrays, x, y)

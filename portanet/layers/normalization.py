@@ -138,7 +138,7 @@ class BatchNorm(Layer):
 
         replicas = replicas_module.current() if training and self.synchronized else None
         if training:
-            m = math.prod(x.shape[a] for a in axes)
+            m = math.prod([x.shape[a] for a in axes])  # a list: torch.compile breaks on a genexpr
             if replicas is not None:  # the values of the global batch, over every replica
                 m = replicas.global_rows * (m // x.shape[0] if x.shape[0] else 0)
             if m < 2:

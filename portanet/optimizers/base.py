@@ -156,7 +156,9 @@ class Optimizer:
             and the in-place path runs (``Adapter.flat_update_on``: CuPy, torch on CUDA; not on
             the host, where it measured slower). The first flat update moves the parameters
             into the buffer and returns views of it, so the arrays given to that first call
-            are no longer the model's (later calls update the views in place).
+            are no longer the model's (later calls update the views in place). A compiled
+            training step (jax.jit, torch.compile, a CUDA graph) updates one array at a time:
+            the compiler or the graph has removed the launches already.
 
     Subclasses implement ``_slot_names()``, ``_rule(g, slots, c)`` (``c``: this update's host
     scalars, with what ``_coefficients(t, first)`` adds) and ``_hyperparameters()``, and may add
@@ -280,8 +282,8 @@ class Optimizer:
         return c
 
     def update(self, grads: Mapping[str, Array], state: OptState, params: Mapping[str, Array],
-               scalars: Mapping[str, Any] | None = None,
-               inplace: bool | None = None) -> tuple[dict[str, Array], OptState]:
+               scalars: Mapping[str, Any] | None = None, inplace: bool | None = None,
+               flat: bool | None = None) -> tuple[dict[str, Array], OptState]:
         """One pure update: ``(new_params, new_state)`` from the gradients, the state and the
         parameters; the optimizer object itself is not changed.
 
@@ -289,6 +291,8 @@ class Optimizer:
         the arrays are traced, the step count stays a host int. ``inplace`` (default: the
         optimizer's setting) writes into writeable parameter and slot arrays, as :meth:`step`
         does; the result is bit-identical to the pure path (tests/test_optimizers.py).
+        ``flat`` (default: the optimizer's setting) runs it over one buffer of all parameters;
+        a compiled step passes False (the engine, engine/step.py).
 
         Examples:
             >>> import numpy as np
@@ -303,16 +307,19 @@ class Optimizer:
         c = self.scalars(state.step) if scalars is None else scalars
         inplace = self.inplace if inplace is None else inplace
         grads, finite = self._clip(grads)
-        updated, slots = self._update_all(params, grads, state.slots, c, inplace, finite)
+        updated, slots = self._update_all(params, grads, state.slots, c, inplace, finite, flat)
         return {**params, **updated}, OptState(state.step + 1, {**state.slots, **slots})
 
     def _update_all(self, params: Mapping[str, Array], grads: Mapping[str, Array],
                     slots: Mapping[str, dict[str, Array]], c: Mapping[str, Any], inplace: bool,
-                    finite: Array | None) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
+                    finite: Array | None, flat: bool | None = None
+                    ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
         """:meth:`_update_if` for every parameter in ``grads``: one array at a time, or over one
-        buffer per dtype and device (``flat``). Returns the new parameters and slots."""
+        buffer per dtype and device (``flat``, default: the optimizer's setting). Returns the
+        new parameters and slots."""
         new_params, new_slots = {}, {}
-        for names in self._flat_groups_of(params, grads, inplace):
+        for names in self._flat_groups_of(params, grads, inplace,
+                                          self.flat if flat is None else flat):
             if len(names) == 1:
                 n = names[0]
                 new_params[n], new_slots[n] = self._update_if(finite, params[n], grads[n],
@@ -327,14 +334,13 @@ class Optimizer:
         return new_params, new_slots
 
     def _flat_groups_of(self, params: Mapping[str, Array], grads: Mapping[str, Array],
-                        inplace: bool) -> list[list[str]]:
+                        inplace: bool, flat: bool | None) -> list[list[str]]:
         """The parameters of ``grads`` in update groups: one per dtype and device where the
         update runs flat, else one group per parameter."""
         names = list(grads)
         if not names:
             return []
         first = params[names[0]]
-        flat = self.flat
         if flat is None:  # the backend's choice, for the in-place path only
             flat = (inplace and compat.is_writeable_array(first)
                     and adapter_of(first).flat_update_on(compat.device(first)))
