@@ -593,11 +593,11 @@ def _instrument(clone: Sequential, records: list[_LayerRecord], loss_record: dic
     optimizer = clone.optimizer
     original_update = optimizer.update
 
-    def update(grads, state, params, scalars=None, inplace=None):
+    def update(grads, state, params, scalars=None, inplace=None, flat=None):
         # before the call: the in-place path writes into the parameters
         update_record["grads"] = {k: _value_of(capture.host(g)) for k, g in grads.items()}
         update_record["scalars"] = dict(scalars or optimizer.scalars(state.step))
-        return original_update(grads, state, params, scalars, inplace)
+        return original_update(grads, state, params, scalars, inplace, flat)
 
     optimizer.update = update
 
