@@ -405,3 +405,27 @@ def test_auto_runs_eagerly_where_a_layer_compiles_badly():
         assert pn.Sequential([L.Bidirectional(L.GRU(2, 3))], jit_compile=True).engine.executor \
             == "jax.jit"
         assert pn.Sequential([L.Dense(2, 3)]).engine.executor == "jax.jit"
+
+
+def test_torch_compile_keeps_a_cache_per_architecture():
+    """Dynamo keeps at most ``recompile_limit`` (8) graphs per code object and every model's
+    step is the same code: the torch adapter compiles one copy of it per family
+    (architecture), so architectures past the limit in one process are compiled too, not run
+    eagerly."""
+    torch = pytest.importorskip("torch")
+    from torch._dynamo.utils import counters
+
+    adapter = ADAPTERS["torch"]
+
+    def make_step():
+        def step(x, scalars):  # one closure code for every "model", as engine/step.py's
+            return x * scalars["lr"]
+        return step
+
+    counters.clear()
+    with torch._dynamo.config.patch(recompile_limit=2):  # 2, not 8: fewer compilations to wait
+        for i in range(4):
+            step = adapter.compile(make_step(), family=("test_engine", i))
+            out = step(torch.ones(i + 1), {"lr": 0.5})  # a new shape: a new graph per family
+            assert torch.equal(out, torch.full((i + 1,), 0.5))
+    assert counters["stats"]["unique_graphs"] == 4

@@ -169,10 +169,13 @@ class Adapter:
     """Whether ``compile``'s ``donate_argnums`` let the compiled function consume its inputs'
     buffers (jax.jit). Only then must the engine copy the arrays it did not produce first."""
 
-    def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = ()) -> Callable:
+    def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = (),
+                family: Any = None) -> Callable:
         """``fn`` compiled by the library, called like ``fn``; it compiles on the first call of
         each input signature (shapes and dtypes). ``donate_argnums``: arguments whose buffers
-        the result may reuse (the caller must not use them again)."""
+        the result may reuse (the caller must not use them again). ``family``: a hashable
+        name shared by the functions that trace alike (one model architecture), for a
+        compiler that caches by the function's code (torch's dynamo)."""
         raise NotImplementedError(f"the {self.name} backend has no compiler")
 
     def compiler_on(self, device: Device) -> str | None:

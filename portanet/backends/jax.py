@@ -76,7 +76,7 @@ class JaxAdapter(Adapter):
     compile_by_default = True  # LeNet-5 step 104 -> ~16 ms on 2 cores (docs/benchmarks.md)
     donates_buffers = True
 
-    def compile(self, fn, donate_argnums=()):
+    def compile(self, fn, donate_argnums=(), family=None):
         return self.library().jit(fn, donate_argnums=donate_argnums)
 
     def generator_state(self, gen):

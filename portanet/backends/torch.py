@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import types
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -163,15 +165,24 @@ class TorchAdapter(Adapter):
             torch.cuda.synchronize(device)
 
     compiler = "torch.compile"
+    _codes: ClassVar[dict[tuple, Any]] = {}  # (code, family) -> its copy (see compile)
     # "auto" stays eager: on CPU the step is GEMM-bound and the eager backend already beats
     # PyTorch eager (docs/benchmarks.md has the compiled figures).
     compile_by_default = False
 
-    def compile(self, fn, donate_argnums=()):
+    def compile(self, fn, donate_argnums=(), family=None):
         # torch has no donation: its caching allocator reuses freed buffers anyway.
         # dynamic=False: one graph per input shape, like jax.jit (the last partial batch of an
         # epoch is a second shape, compiled once).
         torch = self.library()
+        # Dynamo keeps its graphs on the function's code object, at most 8 per code
+        # (recompile_limit), and every model's step is the same code (engine/step.py's
+        # closure): from the 9th architecture in a process on, the step ran eagerly. One copy
+        # of the code per family (architecture) keeps a cache per architecture, and models
+        # of one architecture still share their graphs.
+        code = self._codes.setdefault((fn.__code__, family), fn.__code__.replace())
+        fn = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__,
+                                fn.__closure__)
         compiled = torch.compile(fn, dynamic=False)
         # Read the cached properties now, not first inside the trace: Python 3.11's
         # functools.cached_property takes an RLock there, and dynamo breaks the graph on it.

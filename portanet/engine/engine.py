@@ -20,6 +20,7 @@ once first, so no array a user holds is ever invalidated.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -121,7 +122,18 @@ class Engine:
                              wait=lambda out: adapter.synchronize(device, out))
         return Compiled(fn, adapter, donate_argnums=donate,
                         wait=lambda out: adapter.synchronize(device, out),
-                        varying_argnums=varying)
+                        varying_argnums=varying, family=self._family())
+
+    def _family(self) -> str:
+        """The model's architecture as text: what its compiled steps trace alike with (the
+        layers, the loss, the optimizer's class, dtype and device; not the seed, the name or
+        the learning rate, which never enter the trace as constants)."""
+        model = self.model
+        config = model.get_config()
+        optimizer = config.get("optimizer") or {}
+        return json.dumps([config["layers"], config["loss"], optimizer.get("class_name"),
+                           config["dtype"], str(model.backend.device)], sort_keys=True,
+                          default=str)
 
     def layout(self) -> StateLayout:
         """Where the model's arrays live (the structure; computed once)."""

@@ -92,20 +92,22 @@ class Compiled:
         wait: ``outputs -> None``, blocks until outputs are computed (timing the first call).
         varying_argnums: the arguments whose shapes can change between calls (the batch);
             the others (the state) keep theirs, so only these make the signature. None: all.
+        family: what ``fn`` traces alike with (the model's architecture): see
+            ``Adapter.compile``.
     """
 
     compiled = True
 
     def __init__(self, fn: Callable, adapter: Adapter, donate_argnums: tuple[int, ...] = (),
                  wait: Callable[[Any], None] | None = None,
-                 varying_argnums: tuple[int, ...] | None = None):
+                 varying_argnums: tuple[int, ...] | None = None, family: Any = None):
         self.name = adapter.compiler
         # Where the compiler consumes donated buffers (jax.jit), the engine hands it only
         # buffers it produced (Engine._owned). torch.compile does not donate: copying the
         # model's arrays there made the first step trace other tensors than the later ones,
         # which alias the layers' own, and dynamo compiled the step a second time.
         self.donates = adapter.donates_buffers and bool(donate_argnums)
-        self.fn = adapter.compile(fn, donate_argnums)
+        self.fn = adapter.compile(fn, donate_argnums, family)
         self.wait = wait
         self.varying_argnums = varying_argnums
         self.signatures: set[tuple] = set()
